@@ -1,0 +1,1 @@
+"""evonas: evolutionary neural-architecture search for text models, in JAX."""

@@ -1,0 +1,514 @@
+"""The text-classifier family: an exact-size Flax model per genome, and its population form.
+
+`TextClassifier(arch)` is the standalone model a user trains, exports and reuses: its
+parameters have exactly the shapes its architecture needs. `PopulationModel` runs the same
+Flax modules on parameters stored at the largest size the space allows, with the genome
+as traced integers: each gene picks a branch of an unbatched `lax.switch`, and each branch
+slices the stored parameters to the exact shapes it needs, so only the chosen architecture
+is computed and one compiled program serves every genome.
+"""
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from evonas.space import ACTIVATIONS, SearchSpace
+
+Params = Any  # a pytree of float32 arrays
+
+ACTIVATION_FNS: dict[str, Callable] = {"relu": jax.nn.relu, "gelu": jax.nn.gelu, "swish": jax.nn.swish, "tanh": jnp.tanh}
+OP_FAMILY = {"attention": "attention", "conv3": "conv", "conv5": "conv", "conv7": "conv",
+             "gated_mlp": "gated_mlp", "gru": "gru", "lstm": "lstm"}  # ops sharing a family share stored params
+MASKED_LOGIT = -1e9  # finite, so a fully masked row gives a uniform softmax instead of NaN
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockConfig:
+    op: str
+    activation: str
+    norm: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    """A decoded genome: everything that fixes a standalone model and how to train it."""
+
+    blocks: tuple[BlockConfig, ...]
+    width: int
+    heads: int
+    ffn_expansion: int
+    dropout: float
+    positional: str
+    pooling: str
+    learning_rate: float
+    weight_decay: float
+    optimizer: str
+
+    @classmethod
+    def from_genome(cls, space: SearchSpace, genome) -> "Architecture":
+        choice = space.decode(genome)
+        blocks = tuple(
+            BlockConfig(choice[f"block{i}_op"], choice[f"block{i}_activation"], choice[f"block{i}_norm"])
+            for i in range(choice["num_blocks"])
+        )
+        fields = {f.name: choice[f.name] for f in dataclasses.fields(cls) if f.name != "blocks"}
+        return cls(blocks=blocks, **fields)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def dropout(x: jax.Array, rate, key: jax.Array | None) -> jax.Array:
+    """Inverted dropout with an explicit key, so both model forms draw the same mask."""
+    if key is None:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0.0)
+
+
+class SelfAttention(nn.Module):
+    width: int
+    heads: int
+
+    @nn.compact
+    def __call__(self, x, mask):
+        batch, length, _ = x.shape
+        head_dim = self.width // self.heads
+        q, k, v = jnp.split(nn.Dense(3 * self.width, name="qkv")(x), 3, axis=-1)
+        q, k, v = (t.reshape(batch, length, self.heads, head_dim) for t in (q, k, v))
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(head_dim).astype(np.float32)
+        logits = jnp.where(mask[:, None, None, :], logits, MASKED_LOGIT)
+        out = jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(logits, axis=-1), v)
+        return nn.Dense(self.width, name="out")(out.reshape(batch, length, self.width))
+
+
+class Convolution(nn.Module):
+    width: int
+    kernel_size: int
+    activation: Callable
+
+    @nn.compact
+    def __call__(self, x, mask):
+        x = nn.Conv(self.width, (self.kernel_size,), padding="SAME", name="conv")(x * mask[..., None])
+        return self.activation(x)
+
+
+class GatedMLP(nn.Module):
+    width: int
+    expansion: int
+    activation: Callable
+
+    @nn.compact
+    def __call__(self, x, mask):
+        gate, value = jnp.split(nn.Dense(2 * self.expansion * self.width, name="up")(x), 2, axis=-1)
+        return nn.Dense(self.width, name="down")(self.activation(gate) * value)
+
+
+class Recurrent(nn.Module):
+    """A GRU or LSTM read left to right; padding steps keep the previous state."""
+
+    width: int
+    cell: str  # "gru" or "lstm"
+
+    @nn.compact
+    def __call__(self, x, mask):
+        gates = 3 if self.cell == "gru" else 4
+        inputs = nn.Dense(gates * self.width, name="input")(x)
+        # Not orthogonal: its QR (a LAPACK call) inside the population programs hung XLA:CPU intermittently.
+        recurrent = self.param("recurrent", nn.initializers.lecun_normal(), (self.width, gates * self.width))
+        batch = x.shape[0]
+
+        def gru_step(h, xt):
+            xr, xz, xn = jnp.split(xt, 3, axis=-1)
+            hr, hz, hn = jnp.split(h @ recurrent, 3, axis=-1)
+            r, z = jax.nn.sigmoid(xr + hr), jax.nn.sigmoid(xz + hz)
+            return (1.0 - z) * jnp.tanh(xn + r * hn) + z * h
+
+        def lstm_step(carry, xt):
+            h, c = jnp.split(carry, 2, axis=-1)
+            i, f, g, o = jnp.split(xt + h @ recurrent, 4, axis=-1)
+            c = jax.nn.sigmoid(f + 1.0) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+            return jnp.concatenate([jax.nn.sigmoid(o) * jnp.tanh(c), c], axis=-1)
+
+        step_fn = gru_step if self.cell == "gru" else lstm_step
+        state_width = self.width if self.cell == "gru" else 2 * self.width
+
+        def scan_step(state, inputs_t):
+            xt, mt = inputs_t
+            state = jnp.where(mt[:, None], step_fn(state, xt), state)
+            return state, state[:, : self.width]
+
+        init = jnp.zeros((batch, state_width), x.dtype)
+        _, hs = jax.lax.scan(scan_step, init, (inputs.swapaxes(0, 1), mask.swapaxes(0, 1)))
+        return hs.swapaxes(0, 1)
+
+
+def make_op(op: str, width: int, heads: int, expansion: int, activation: Callable) -> nn.Module:
+    """The exact-size Flax module of one block op (not identity)."""
+    if op == "attention":
+        return SelfAttention(width, heads, name="op")
+    if op.startswith("conv"):
+        return Convolution(width, int(op[4:]), activation, name="op")
+    if op == "gated_mlp":
+        return GatedMLP(width, expansion, activation, name="op")
+    return Recurrent(width, op, name="op")
+
+
+def make_norm(norm: str) -> nn.Module | None:
+    if norm == "layernorm":
+        return nn.LayerNorm(name="norm")
+    if norm == "rmsnorm":
+        return nn.RMSNorm(name="norm")
+    return None
+
+
+class Block(nn.Module):
+    """Pre-norm residual block: x + dropout(op(norm(x))); identity blocks hold no parameters."""
+
+    config: BlockConfig
+    width: int
+    heads: int
+    expansion: int
+    dropout_rate: float
+
+    @nn.compact
+    def __call__(self, x, mask, dropout_key):
+        if self.config.op == "identity":
+            return x
+        norm = make_norm(self.config.norm)
+        h = norm(x) if norm is not None else x
+        h = make_op(self.config.op, self.width, self.heads, self.expansion, ACTIVATION_FNS[self.config.activation])(h, mask)
+        return (x + dropout(h, self.dropout_rate, dropout_key)) * mask[..., None]
+
+
+def sinusoidal_positions(length: int, width: int) -> jax.Array:
+    position = np.arange(length)[:, None]
+    frequency = np.exp(-np.log(10000.0) * np.arange(0, width, 2) / width)
+    table = np.zeros((length, width), np.float32)
+    table[:, 0::2] = np.sin(position * frequency)
+    table[:, 1::2] = np.cos(position * frequency)
+    return jnp.asarray(table)
+
+
+def pool(x: jax.Array, mask: jax.Array, pooling: str) -> jax.Array:
+    """[B, L, W] -> [B, W], reading only real (unpadded) tokens."""
+    if pooling == "mean":
+        counts = jnp.maximum(mask.sum(axis=1, keepdims=True), 1)
+        return (x * mask[..., None]).sum(axis=1) / counts
+    if pooling == "max":
+        return jnp.where(mask[..., None], x, MASKED_LOGIT).max(axis=1)
+    if pooling == "first":
+        return x[:, 0]
+    last = jnp.maximum(mask.sum(axis=1) - 1, 0)
+    return jnp.take_along_axis(x, last[:, None, None], axis=1)[:, 0]
+
+
+class TextClassifier(nn.Module):
+    """The exact-size standalone model of one architecture: token ids [B, L] -> logits [B, C]."""
+
+    arch: Architecture
+    vocab_size: int
+    max_length: int
+    num_classes: int
+
+    @nn.compact
+    def __call__(self, tokens, mask, dropout_key=None):
+        arch = self.arch
+        x = nn.Embed(self.vocab_size, arch.width, name="embed")(tokens)
+        x = x + positional_table(self, arch.positional, tokens.shape[1], arch.width)
+        x = x * mask[..., None]
+        for i, block in enumerate(arch.blocks):
+            key = None if dropout_key is None else jax.random.fold_in(dropout_key, i)
+            x = Block(block, arch.width, arch.heads, arch.ffn_expansion, arch.dropout, name=f"block{i}")(x, mask, key)
+        x = nn.LayerNorm(name="final_norm")(x)
+        return nn.Dense(self.num_classes, name="head")(pool(x, mask, arch.pooling))
+
+
+def positional_table(module: nn.Module, positional: str, length: int, width: int) -> jax.Array:
+    if positional == "learned":
+        return module.param("position", nn.initializers.normal(0.02), (module.max_length, width))[:length]
+    if positional == "sinusoidal":
+        return sinusoidal_positions(length, width)
+    return jnp.zeros((length, width), jnp.float32)
+
+
+def _leading_slice(stored: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    return stored[tuple(slice(0, d) for d in shape)]
+
+
+def _pad_to(value: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    return jnp.pad(value, [(0, full - part) for part, full in zip(value.shape, shape)])
+
+
+def take(stored: Params, shapes: Params) -> Params:
+    """The leading corner of every stored array, cut to the exact shapes of `shapes`."""
+    return jax.tree.map(lambda a, s: _leading_slice(a, s.shape), stored, shapes)
+
+
+def pad_like(exact: Params, stored_shapes: Params) -> Params:
+    return jax.tree.map(lambda a, s: _pad_to(a, s.shape), exact, stored_shapes)
+
+
+@functools.lru_cache(maxsize=None)
+def module_param_shapes(kind: str, width: int, heads: int = 1, expansion: int = 1, num_classes: int = 2) -> Params:
+    """Parameter shapes of one exact-size submodule, found by tracing its init without running it."""
+    x = jax.ShapeDtypeStruct((1, 4, width), jnp.float32)
+    mask = jax.ShapeDtypeStruct((1, 4), jnp.bool_)
+    if kind == "layernorm":
+        return jax.eval_shape(nn.LayerNorm().init, jax.random.key(0), x)["params"]
+    if kind == "rmsnorm":
+        return jax.eval_shape(nn.RMSNorm().init, jax.random.key(0), x)["params"]
+    if kind == "head":
+        return jax.eval_shape(nn.Dense(num_classes).init, jax.random.key(0), x)["params"]
+    module = make_op(kind, width, heads, expansion, ACTIVATION_FNS["relu"])
+    return jax.eval_shape(module.init, jax.random.key(0), x, mask)["params"]
+
+
+def count_params(params: Params) -> int:
+    return int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(params)))
+
+
+def forward_flops(arch: Architecture, length: int, num_classes: int) -> int:
+    """Matmul FLOPs of one forward pass over one sequence (2 per multiply-add; elementwise work ignored)."""
+    w, flops = arch.width, 2 * arch.width * num_classes
+    for block in arch.blocks:
+        if block.op == "attention":
+            flops += 8 * length * w * w + 4 * length * length * w
+        elif block.op.startswith("conv"):
+            flops += 2 * length * int(block.op[4:]) * w * w
+        elif block.op == "gated_mlp":
+            flops += 6 * arch.ffn_expansion * length * w * w
+        elif block.op in ("gru", "lstm"):
+            flops += (12 if block.op == "gru" else 16) * length * w * w
+    return flops
+
+
+class PopulationModel:
+    """Every architecture of a space behind one set of traced genes.
+
+    Parameters are stored at the largest size the space allows: one slot per possible
+    block, each holding the parameters of every op family. A genome selects, through
+    unbatched `lax.switch` and `lax.cond`, which stored parameters are used and at what
+    exact size, so a member computes exactly what its standalone `TextClassifier` does.
+    """
+
+    def __init__(self, space: SearchSpace, vocab_size: int, max_length: int, num_classes: int):
+        self.space, self.vocab_size, self.max_length, self.num_classes = space, vocab_size, max_length, num_classes
+        self.num_slots = sum(name.endswith("_op") for name in space.names)
+        self.choices = {gene.name: gene.choices for gene in space.genes}
+        ops = {op for i in range(self.num_slots) for op in self.choices[f"block{i}_op"]}
+        self.families = sorted({OP_FAMILY[op] for op in ops if op != "identity"})
+        self.conv_kernels = sorted(int(op[4:]) for op in ops if op.startswith("conv"))
+        self.norms = sorted({n for i in range(self.num_slots) for n in self.choices[f"block{i}_norm"]} - {"none"})
+        self.max_width = max(self.choices["width"])
+        self.stored_shapes = jax.eval_shape(self.init, jax.random.key(0), jnp.zeros(space.num_genes, jnp.int32))
+
+    def _index(self, genome, name):
+        return genome[self.space.index(name)]
+
+    def _value(self, genome, name):
+        return jnp.asarray(self.choices[name])[self._index(genome, name)]
+
+    def _op_shapes(self, family: str, width: int, variant: int) -> Params:
+        """Shapes of a family's params; `variant` is the conv kernel or the FFN expansion where it matters."""
+        if family == "conv":
+            return module_param_shapes(f"conv{variant}", width)
+        if family == "gated_mlp":
+            return module_param_shapes(family, width, expansion=variant)
+        return module_param_shapes(family, width)
+
+    def _max_variant(self, family: str) -> int:
+        if family == "conv":
+            return max(self.conv_kernels)
+        return max(self.choices["ffn_expansion"]) if family == "gated_mlp" else 1
+
+    # ---- initialisation -------------------------------------------------------------
+
+    def init(self, key: jax.Array, genome: jax.Array) -> Params:
+        """Stored parameters whose used corner is distributed as the standalone model's init."""
+        branches = [functools.partial(self._init_at_width, width, key, genome) for width in self.choices["width"]]
+        return jax.lax.switch(self._index(genome, "width"), branches)
+
+    def _init_at_width(self, width, key, genome):
+        wmax, length = self.max_width, self.max_length
+        key_embed, key_position, key_blocks, key_head = jax.random.split(key, 4)
+        x = jnp.zeros((1, 4, width))
+        embed = nn.Embed(self.vocab_size, width).init(key_embed, jnp.zeros((1, 4), jnp.int32))["params"]
+        stored = {
+            "embed": {"embedding": _pad_to(embed["embedding"], (self.vocab_size, wmax))},
+            "final_norm": pad_like(nn.LayerNorm().init(key, x)["params"], {"scale": jnp.zeros(wmax), "bias": jnp.zeros(wmax)}),
+            "head": pad_like(
+                nn.Dense(self.num_classes).init(key_head, x)["params"],
+                {"kernel": jnp.zeros((wmax, self.num_classes)), "bias": jnp.zeros(self.num_classes)},
+            ),
+        }
+        if "learned" in self.choices["positional"]:
+            position = nn.initializers.normal(0.02)(key_position, (length, width))
+            stored["position"] = _pad_to(position, (length, wmax))
+        slot_keys = jax.random.split(key_blocks, self.num_slots)
+        slot_ops = jnp.stack([self._index(genome, f"block{i}_op") for i in range(self.num_slots)])
+        stored["blocks"] = jax.vmap(functools.partial(self._init_slot, width, genome))(slot_keys, slot_ops)
+        return stored
+
+    def _init_slot(self, width, genome, key, op_index):
+        x, wmax = jnp.zeros((1, 4, width)), self.max_width
+        norms = {
+            "layernorm": pad_like(nn.LayerNorm().init(key, x)["params"], module_param_shapes("layernorm", wmax)),
+            "rmsnorm": pad_like(nn.RMSNorm().init(key, x)["params"], module_param_shapes("rmsnorm", wmax)),
+        }
+        ops = {}
+        for family, family_key in zip(self.families, jax.random.split(key, len(self.families))):
+            max_shapes = self._op_shapes(family, wmax, self._max_variant(family))
+            variants = self._family_variants(family)
+            inits = [
+                functools.partial(self._init_op, family, width, variant, family_key, max_shapes) for variant in variants
+            ]
+            ops[family] = jax.lax.switch(self._variant_index(family, genome, op_index), inits)
+        return {"norm": {n: norms[n] for n in self.norms}, "op": ops}
+
+    def _family_variants(self, family):
+        if family == "conv":
+            return self.conv_kernels
+        return list(self.choices["ffn_expansion"]) if family == "gated_mlp" else [1]
+
+    def _variant_index(self, family, genome, op_index):
+        """Which variant of a family a slot's op uses: its conv kernel or the FFN expansion."""
+        if family == "gated_mlp":
+            return self._index(genome, "ffn_expansion")
+        if family == "conv":
+            slot_ops = self.choices["block0_op"]
+            table = [self.conv_kernels.index(int(op[4:])) if op.startswith("conv") else len(self.conv_kernels) - 1 for op in slot_ops]
+            return jnp.asarray(table)[op_index]
+        return 0
+
+    def _init_op(self, family, width, variant, key, max_shapes):
+        op = f"conv{variant}" if family == "conv" else family
+        module = make_op(op, width, 1, variant, ACTIVATION_FNS["relu"])
+        params = module.init(key, jnp.zeros((1, 4, width)), jnp.ones((1, 4), bool))["params"]
+        return pad_like(params, max_shapes)
+
+    # ---- forward pass ---------------------------------------------------------------
+
+    def apply(self, stored: Params, genome: jax.Array, tokens, mask, dropout_key=None) -> jax.Array:
+        """Logits [B, C] of the member with this genome, equal to its standalone model's."""
+        branches = [
+            functools.partial(self._apply_at_width, width, stored, genome, tokens, mask, dropout_key)
+            for width in self.choices["width"]
+        ]
+        return jax.lax.switch(self._index(genome, "width"), branches)
+
+    def _apply_at_width(self, width, stored, genome, tokens, mask, dropout_key):
+        length = tokens.shape[1]
+        x = jnp.take(stored["embed"]["embedding"][:, :width], tokens, axis=0)
+        positions = {
+            "learned": lambda: stored["position"][:length, :width],
+            "sinusoidal": lambda: sinusoidal_positions(length, width),
+            "none": lambda: jnp.zeros((length, width), jnp.float32),
+        }
+        x = x + jax.lax.switch(self._index(genome, "positional"), [positions[p] for p in self.choices["positional"]])
+        x = x * mask[..., None]
+        num_blocks = self._value(genome, "num_blocks")
+        per_slot = {part: jnp.stack([self._index(genome, f"block{i}_{part}") for i in range(self.num_slots)])
+                    for part in ("op", "activation", "norm")}
+
+        def run_slot(x, slot):
+            slot_params, op, activation, norm, index = slot
+            key = None if dropout_key is None else jax.random.fold_in(dropout_key, index)
+            block = functools.partial(self._block, width, genome, slot_params, op, activation, norm, key, x, mask)
+            return jax.lax.cond(index < num_blocks, block, lambda: x), None
+
+        slots = (stored["blocks"], per_slot["op"], per_slot["activation"], per_slot["norm"], jnp.arange(self.num_slots))
+        x, _ = jax.lax.scan(run_slot, x, slots)
+        x = nn.LayerNorm().apply({"params": take(stored["final_norm"], module_param_shapes("layernorm", width))}, x)
+        poolings = [functools.partial(pool, x, mask, p) for p in self.choices["pooling"]]
+        pooled = jax.lax.switch(self._index(genome, "pooling"), poolings)
+        head = take(stored["head"], module_param_shapes("head", width, num_classes=self.num_classes))
+        return nn.Dense(self.num_classes).apply({"params": head}, pooled)
+
+    def _block(self, width, genome, slot_params, op, activation, norm, key, x, mask):
+        activations = [ACTIVATION_FNS[a] for a in self.choices["block0_activation"]]
+
+        def activation_fn(z):
+            return jax.lax.switch(activation, activations, z)
+
+        def normalize(h):
+            def apply_norm(name):
+                if name == "none":
+                    return h
+                module = nn.LayerNorm() if name == "layernorm" else nn.RMSNorm()
+                params = take(slot_params["norm"][name], module_param_shapes(name, width))
+                return module.apply({"params": params}, h)
+
+            return jax.lax.switch(norm, [functools.partial(apply_norm, n) for n in self.choices["block0_norm"]])
+
+        normalized = normalize(x)  # computed once outside the op switch: 3 norm branches instead of 3 per op
+
+        def run_op(op_name):
+            if op_name == "identity":
+                return x
+            h = self._op(op_name, width, genome, slot_params["op"][OP_FAMILY[op_name]], activation_fn, normalized, mask)
+            return (x + dropout(h, self._value(genome, "dropout"), key)) * mask[..., None]
+
+        return jax.lax.switch(op, [functools.partial(run_op, o) for o in self.choices["block0_op"]])
+
+    def _op(self, op_name, width, genome, stored, activation_fn, h, mask):
+        def run(heads, expansion):
+            module = make_op(op_name, width, heads, expansion, activation_fn)
+            shapes = module_param_shapes(op_name, width, heads, expansion)
+            return module.apply({"params": take(stored, shapes)}, h, mask)
+
+        if op_name == "attention":
+            variants = [functools.partial(run, heads, 1) for heads in self.choices["heads"]]
+            return jax.lax.switch(self._index(genome, "heads"), variants)
+        if op_name == "gated_mlp":
+            variants = [functools.partial(run, 1, e) for e in self.choices["ffn_expansion"]]
+            return jax.lax.switch(self._index(genome, "ffn_expansion"), variants)
+        return run(1, 1)
+
+    # ---- exact-size view ------------------------------------------------------------
+
+    def standalone(self, arch: Architecture) -> TextClassifier:
+        return TextClassifier(arch, self.vocab_size, self.max_length, self.num_classes)
+
+    def standalone_shapes(self, arch: Architecture) -> Params:
+        tokens = jax.ShapeDtypeStruct((1, self.max_length), jnp.int32)
+        mask = jax.ShapeDtypeStruct((1, self.max_length), jnp.bool_)
+        return jax.eval_shape(self.standalone(arch).init, jax.random.key(0), tokens, mask)["params"]
+
+    def _stored_location(self, arch: Architecture, path: tuple[str, ...]) -> tuple[tuple[str, ...], int | None]:
+        """Where a standalone parameter lives in the stored tree, and in which block slot."""
+        if not path[0].startswith("block"):
+            return path, None
+        slot = int(path[0][len("block"):])
+        block = arch.blocks[slot]
+        kind = block.norm if path[1] == "norm" else OP_FAMILY[block.op]
+        return ("blocks", path[1], kind, *path[2:]), slot
+
+    def extract(self, arch: Architecture, stored: Params) -> Params:
+        """The exact-size standalone parameters (or gradients) held in a member's stored tree."""
+        shapes = self.standalone_shapes(arch)
+
+        def cut(path, shape):
+            names = tuple(k.key for k in path)
+            stored_path, slot = self._stored_location(arch, names)
+            leaf = functools.reduce(lambda tree, name: tree[name], stored_path, stored)
+            return _leading_slice(leaf if slot is None else leaf[slot], shape.shape)
+
+        return jax.tree_util.tree_map_with_path(cut, shapes)
+
+    def insert(self, arch: Architecture, standalone_params: Params, stored: Params) -> Params:
+        """`stored` with the standalone parameters written into the corner that `arch` uses."""
+        flat = jax.tree_util.tree_flatten_with_path(standalone_params)[0]
+        for path, value in flat:
+            stored_path, slot = self._stored_location(arch, tuple(k.key for k in path))
+            parent = functools.reduce(lambda tree, name: tree[name], stored_path[:-1], stored)
+            index = tuple(slice(0, d) for d in value.shape)
+            leaf = parent[stored_path[-1]]
+            parent[stored_path[-1]] = leaf.at[index if slot is None else (slot, *index)].set(value)
+        return stored

@@ -1,0 +1,179 @@
+"""The search loop: ask the strategy for children, train and score them as one population, tell."""
+
+import dataclasses
+import inspect
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from evonas import data as data_lib
+from evonas.models import Architecture, PopulationModel, count_params, forward_flops
+from evonas.population import Population, Split, TrainConfig
+from evonas.space import SearchSpace, text_classifier_space
+from evonas.strategies import STRATEGIES
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    """Everything a run depends on; `config.json` holds it, so a run can be repeated exactly."""
+
+    seed: int = 0
+    strategy: str = "evolution"
+    population_size: int = 16
+    sample_size: int = 4
+    num_children: int = 96
+    children_per_generation: int = 8
+    steps: int = 100  # training steps per child
+    mutation_rate: float = 0.1
+    crossover_rate: float = 0.5
+    batch_size: int = 32
+    steps_per_call: int = 50
+    members_per_vmap: int = 1
+    task: str = "listops"
+    task_seed: int = 0  # the data stays the same across search seeds
+    space: dict[str, Any] = dataclasses.field(default_factory=dict)  # keyword overrides of text_classifier_space
+
+    def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r}; choose from {sorted(STRATEGIES)}")
+        if self.num_children % self.children_per_generation:
+            raise ValueError(
+                f"children ({self.num_children}) must be a multiple of children per generation "
+                f"({self.children_per_generation})"
+            )
+        space_options = set(inspect.signature(text_classifier_space).parameters)
+        if unknown := set(self.space) - space_options:
+            raise ValueError(f"unknown space options {sorted(unknown)}; known are {sorted(space_options)}")
+        for name in ("population_size", "sample_size", "num_children", "children_per_generation", "steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "SearchConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        if unknown := set(values) - known:
+            raise ValueError(f"unknown config keys {sorted(unknown)}; known keys are {sorted(known)}")
+        return cls(**values)
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(
+            batch_size=self.batch_size,
+            steps_per_call=math.gcd(self.steps, self.steps_per_call),
+            members_per_vmap=self.members_per_vmap,
+        )
+
+
+def load_task(config: SearchConfig) -> data_lib.TextTask:
+    if config.task == "listops":
+        return data_lib.listops_task(seed=config.task_seed)
+    raise ValueError(f"unknown task {config.task!r}; the built-in task is 'listops'")
+
+
+def make_strategy(config: SearchConfig, space: SearchSpace):
+    sizes = {"population_size": config.population_size, "num_children_per_generation": config.children_per_generation}
+    if config.strategy == "random":
+        return STRATEGIES["random"](space, **sizes)
+    return STRATEGIES[config.strategy](space, sample_size=config.sample_size, mutation_rate=config.mutation_rate,
+                                       crossover_rate=config.crossover_rate, **sizes)
+
+
+def to_device(split: data_lib.TextSplit) -> Split:
+    return Split(jnp.asarray(split.tokens), jnp.asarray(split.labels))
+
+
+def run_search(config: SearchConfig, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
+    """Runs a whole search, writing `config.json`, `history.jsonl` and `summary.json` to `out_dir`."""
+    start = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    space = text_classifier_space(**config.space)
+    task = load_task(config)
+    (out / "config.json").write_text(json.dumps(
+        {"config": dataclasses.asdict(config), "space": space.to_json()}, indent=2))
+
+    model = PopulationModel(space, task.vocab_size, task.max_length, task.num_classes)
+    population = Population(model, config.train_config())
+    strategy = make_strategy(config, space)
+    train, validation = to_device(task.train), to_device(task.validation)
+    state = strategy.init()
+    key = jax.random.key(config.seed)
+    num_generations = config.num_children // config.children_per_generation
+    calls = config.steps // population.config.steps_per_call
+    history = []
+    with open(out / "history.jsonl", "w") as log, tqdm(total=config.num_children, disable=not progress,
+                                                       desc=f"{config.strategy} search", unit="child") as bar:
+        for generation in range(num_generations):
+            key_ask, key_init, key_train = jax.random.split(jax.random.fold_in(key, generation), 3)
+            children, parents = strategy.ask(key_ask, state)
+            states = population.init(jax.random.split(key_init, config.children_per_generation), children)
+            losses = []
+            for call in range(calls):
+                step0 = jnp.int32(call * population.config.steps_per_call)
+                states, call_losses = population.train(states, children, train, key_train, step0)
+                losses.append(call_losses)
+            accuracy, val_loss = population.evaluate(states, children, validation)
+            losses = np.concatenate([np.asarray(x) for x in losses], axis=1)
+            diverged = ~np.isfinite(losses).all(axis=1) | ~np.isfinite(np.asarray(val_loss))
+            fitness = np.where(diverged, -np.inf, np.asarray(accuracy))
+            first_id = int(state.next_id)
+            state = strategy.tell(state, children, jnp.asarray(fitness, jnp.float32))
+            for j, genome in enumerate(np.asarray(children)):
+                record = child_record(space, model, task, genome, first_id + j, generation, np.asarray(parents[j]),
+                                      fitness[j], float(accuracy[j]), float(val_loss[j]), losses[j], bool(diverged[j]))
+                history.append(record)
+                log.write(json.dumps(record) + "\n")
+            log.flush()
+            best = max((r for r in history if not r["diverged"]), key=lambda r: r["fitness"], default=None)
+            bar.update(config.children_per_generation)
+            if best is not None:
+                bar.set_postfix(best_val_accuracy=f"{best['val_accuracy']:.3f}")
+
+    summary = summarize(space, history, config, population.traces, time.perf_counter() - start)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def child_record(space, model, task, genome, child_id, generation, parents, fitness, accuracy, val_loss, losses, diverged):
+    arch = Architecture.from_genome(space, genome)
+    return {
+        "id": child_id,
+        "generation": generation,
+        "genome": [int(g) for g in genome],
+        "parents": [int(p) for p in parents if p >= 0],
+        "fitness": None if diverged else float(fitness),
+        "val_accuracy": None if diverged else accuracy,
+        "val_loss": None if diverged else val_loss,
+        "train_loss": None if diverged else float(losses[-1]),
+        "params": count_params(model.standalone_shapes(arch)),
+        "flops": forward_flops(arch, task.max_length, task.num_classes),
+        "diverged": diverged,
+    }
+
+
+def summarize(space: SearchSpace, history, config: SearchConfig, compilations: int, wall_seconds: float):
+    """The best child, and enough context to judge it: first-generation median, count, cost."""
+    finite = [r for r in history if not r["diverged"]]
+    best = max(finite, key=lambda r: r["fitness"]) if finite else None
+    first = [r["fitness"] for r in history if r["generation"] == 0 and not r["diverged"]]
+    return {
+        "best_id": best and best["id"],
+        "best_genome": best and best["genome"],
+        "best_architecture": best and Architecture.from_genome(space, best["genome"]).to_dict(),
+        "best_val_accuracy": best and best["val_accuracy"],
+        "best_params": best and best["params"],
+        "first_generation_median_val_accuracy": float(np.median(first)) if first else None,
+        "children": len(history),
+        "diverged": len(history) - len(finite),
+        "generations": config.num_children // config.children_per_generation,
+        "strategy": config.strategy,
+        "seed": config.seed,
+        "wall_seconds": wall_seconds,
+        "compilations": compilations,
+    }

@@ -1,0 +1,238 @@
+"""Ask/tell search strategies over integer genomes: aging evolution and random search.
+
+A strategy object holds only static settings; everything that changes between generations lives in
+`State`, so `ask` and `tell` compile once, run inside `lax.scan`, and `vmap` over seeds. A checkpoint
+of a search is just the `State` pytree.
+
+    strategy = AgingEvolution(space, population_size=64, sample_size=16, num_children_per_generation=8)
+    state = strategy.init()
+    for generation in range(100):
+        children, parents = strategy.ask(jax.random.fold_in(key, generation), state)
+        state = strategy.tell(state, children, evaluate(children))
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from evonas.space import Genome, SearchSpace
+
+Genomes = jax.Array  # int32[num, num_genes]
+Parents = jax.Array  # int32[num, 2]: birth ids of the parents, NO_ID where there is none
+
+NO_ID = -1  # marks an empty slot in `State.ids` and a missing parent in `ask`'s parents
+
+
+@struct.dataclass
+class State:
+    """Everything a strategy changes between generations."""
+
+    genomes: jax.Array  # int32[population_size, num_genes]; rows at and beyond `size` are unused
+    fitness: jax.Array  # float32[population_size]; -inf marks an empty slot or a diverged member
+    ids: jax.Array  # int32[population_size]; birth id of each member (smaller is older), NO_ID when empty
+    size: jax.Array  # int32[]: filled slots, always the first `size` rows
+    next_id: jax.Array  # int32[]: birth id the next told child gets
+    generation: jax.Array  # int32[]: number of tell calls so far
+
+
+def crossover(key: jax.Array, first: Genome, second: Genome) -> Genome:
+    """Uniform crossover: each gene comes from either parent with probability 1/2."""
+    return jnp.where(jax.random.bernoulli(key, 0.5, first.shape), first, second)
+
+
+def mutate(key: jax.Array, genome: Genome, num_choices: np.ndarray, mutation_rate: float) -> Genome:
+    """Moves each gene to a different value with probability `mutation_rate`, and always moves at least one.
+
+    The forced gene is drawn uniformly among genes with more than one choice, so a child never
+    repeats its parent. `num_choices` is the static int32[num_genes] of the search space.
+    """
+    key_rate, key_forced, key_offsets = jax.random.split(key, 3)
+    num_genes = genome.shape[0]
+    mutable_genes = np.flatnonzero(num_choices > 1)
+    forced_gene = jnp.asarray(mutable_genes)[jax.random.randint(key_forced, (), 0, len(mutable_genes))]
+    is_resampled = jax.random.bernoulli(key_rate, mutation_rate, (num_genes,))
+    changes = jnp.asarray(num_choices > 1) & (is_resampled | (jnp.arange(num_genes) == forced_gene))
+    # An offset in 1..n-1 modulo n lands uniformly on one of the other n-1 values.
+    max_offsets = jnp.asarray(np.maximum(num_choices, 2))  # exclusive bound; 2 keeps single-choice genes valid
+    offsets = jax.random.randint(key_offsets, (num_genes,), 1, max_offsets, dtype=jnp.int32)
+    return jnp.where(changes, (genome + offsets) % jnp.asarray(num_choices), genome)
+
+
+def best(state: State) -> tuple[jax.Array, jax.Array]:
+    """Slot and fitness of the fittest *current* member; the fitness is -inf if no member is finite.
+
+    Aging evolution discards old members however good they were, so the best genome ever seen
+    must be tracked by the caller from what it tells, not read from the final state.
+    """
+    index = jnp.argmax(state.fitness)
+    return index, state.fitness[index]
+
+
+class Strategy:
+    """Shared bookkeeping: settings checks, the `State` record, `tell`, and the jitted wrappers.
+
+    Subclasses implement `_ask`. `ask` and `tell` are `jax.jit` of bound methods, so the static
+    settings on `self` are closed over and each compiles once per strategy instance.
+    """
+
+    def __init__(self, space: SearchSpace, population_size: int, num_children_per_generation: int):
+        if population_size < 1:
+            raise ValueError(f"population_size must be at least 1, got {population_size}")
+        if not 1 <= num_children_per_generation <= population_size:
+            raise ValueError(
+                f"num_children_per_generation must be between 1 and population_size={population_size}, "
+                f"got {num_children_per_generation}; otherwise one generation would overwrite its own children"
+            )
+        self.space = space
+        self.population_size = population_size
+        self.num_children_per_generation = num_children_per_generation
+        self.ask = jax.jit(self._ask)
+        self.tell = jax.jit(self._tell)
+
+    def init(self) -> State:
+        """An empty population: every slot has fitness -inf and id NO_ID."""
+        return State(
+            genomes=jnp.zeros((self.population_size, self.space.num_genes), jnp.int32),
+            fitness=jnp.full((self.population_size,), -jnp.inf, jnp.float32),
+            ids=jnp.full((self.population_size,), NO_ID, jnp.int32),
+            size=jnp.array(0, jnp.int32),
+            next_id=jnp.array(0, jnp.int32),
+            generation=jnp.array(0, jnp.int32),
+        )
+
+    def _ask(self, key: jax.Array, state: State) -> tuple[Genomes, Parents]:
+        """Children int32[num_children_per_generation, num_genes] and their parents' ids int32[..., 2]."""
+        raise NotImplementedError
+
+    def _tell(self, state: State, children: Genomes, fitness: jax.Array) -> State:
+        """Records evaluated children in order: fill empty slots first, then replace the oldest members.
+
+        Args:
+          state: the state `children` were asked from (or any later one).
+          children: int32[num, num_genes], usually the genomes `ask` returned.
+          fitness: float32[num], higher is better; NaN and inf are stored as -inf, the worst.
+
+        Returns:
+          The new state; children get birth ids `next_id, next_id + 1, ...` and `generation` grows by one.
+        """
+        children = jnp.asarray(children, jnp.int32)
+        fitness = jnp.asarray(fitness, jnp.float32)
+        if children.ndim != 2 or children.shape[1] != self.space.num_genes or fitness.shape != children.shape[:1]:
+            raise ValueError(
+                f"tell expects children int32[num, {self.space.num_genes}] and fitness float32[num], "
+                f"got shapes {children.shape} and {fitness.shape}"
+            )
+        fitness = jnp.where(jnp.isfinite(fitness), fitness, -jnp.inf)
+
+        def insert(state: State, child: tuple[Genome, jax.Array]) -> tuple[State, None]:
+            genome, value = child
+            # Once the population is full every id is a real birth id, so the smallest is the oldest.
+            slot = jnp.where(state.size < self.population_size, state.size, jnp.argmin(state.ids))
+            state = state.replace(
+                genomes=state.genomes.at[slot].set(genome),
+                fitness=state.fitness.at[slot].set(value),
+                ids=state.ids.at[slot].set(state.next_id),
+                size=jnp.minimum(state.size + 1, self.population_size),
+                next_id=state.next_id + 1,
+            )
+            return state, None
+
+        state, _ = jax.lax.scan(insert, state, (children, fitness))
+        return state.replace(generation=state.generation + 1)
+
+
+class AgingEvolution(Strategy):
+    """Regularized (aging) evolution, Real et al. 2019, with batches of children.
+
+    Parents come from tournaments; the oldest member, not the worst, dies. All children of one
+    `ask` select their parents from the same state; `num_children_per_generation=1` is the
+    classic algorithm, larger batches let a generation be trained as one vmapped step.
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        population_size: int,
+        sample_size: int,
+        num_children_per_generation: int,
+        mutation_rate: float = 0.0,  # per-gene; 0 means exactly one gene changes, as in Real et al.
+        crossover_rate: float = 0.0,  # Real et al. use mutation only
+    ):
+        super().__init__(space, population_size, num_children_per_generation)
+        if not 1 <= sample_size <= population_size:
+            raise ValueError(f"sample_size must be between 1 and population_size={population_size}, got {sample_size}")
+        for name, rate in (("mutation_rate", mutation_rate), ("crossover_rate", crossover_rate)):
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {rate}")
+        if not np.any(space.num_choices > 1):
+            raise ValueError("every gene of the search space has a single choice, so mutation cannot change a genome")
+        self.sample_size = sample_size
+        self.mutation_rate = mutation_rate
+        self.crossover_rate = crossover_rate
+
+    def _ask(self, key: jax.Array, state: State) -> tuple[Genomes, Parents]:
+        """A generation of children to evaluate.
+
+        Args:
+          key: PRNG key; the same key and state give the same children.
+          state: the current population.
+
+        Returns:
+          children: int32[num_children_per_generation, num_genes]. Child j is uniformly random while
+            `state.size + j < population_size`, otherwise bred from tournament winners and mutated.
+          parents: int32[num_children_per_generation, 2], birth ids of the parents, NO_ID where none.
+        """
+        keys = jax.random.split(key, self.num_children_per_generation)
+        positions = jnp.arange(self.num_children_per_generation, dtype=jnp.int32)
+        return jax.vmap(self._make_child, in_axes=(0, None, 0))(keys, state, positions)
+
+    def _make_child(self, key: jax.Array, state: State, position: jax.Array) -> tuple[Genome, jax.Array]:
+        """The child at `position` in the batch: random while the population fills, else bred."""
+        key_random, key_first, key_second, key_use_crossover, key_crossover, key_mutate = jax.random.split(key, 6)
+        first = self._tournament(key_first, state)
+        second = self._tournament(key_second, state)
+        use_crossover = jax.random.bernoulli(key_use_crossover, self.crossover_rate)
+        crossed = crossover(key_crossover, state.genomes[first], state.genomes[second])
+        before_mutation = jnp.where(use_crossover, crossed, state.genomes[first])
+        bred = mutate(key_mutate, before_mutation, self.space.num_choices, self.mutation_rate)
+        bred_parents = jnp.stack([state.ids[first], jnp.where(use_crossover, state.ids[second], NO_ID)])
+
+        is_random = state.size + position < self.population_size
+        child = jnp.where(is_random, self.space.sample(key_random), bred)
+        parents = jnp.where(is_random, NO_ID, bred_parents)
+        return child, parents
+
+    def _tournament(self, key: jax.Array, state: State) -> jax.Array:
+        """Slot of the fittest of `sample_size` distinct filled members drawn uniformly.
+
+        If fewer than `sample_size` members are filled (a batch that is not a divisor of the
+        population can breed before the population is full) the tournament is among all of them.
+        Ties go to the contender drawn first, so they are broken at random but fixed by the key.
+        """
+        is_filled = jnp.arange(self.population_size) < state.size
+        # Random scores with empty slots pushed below every filled one: the top `sample_size` slots
+        # are a uniform sample of filled members, in random order, and an empty slot (fitness -inf)
+        # can only come after every filled contender, so it never wins even against a diverged one.
+        scores = jnp.where(is_filled, jax.random.uniform(key, (self.population_size,)), -1.0)
+        _, contenders = jax.lax.top_k(scores, self.sample_size)
+        return contenders[jnp.argmax(state.fitness[contenders])]
+
+
+class RandomSearch(Strategy):
+    """Uniform random genomes every generation; the baseline any search must beat.
+
+    `population_size` only sizes the `State` record, which `tell` keeps exactly as aging evolution
+    does, so a search loop can treat both strategies alike.
+    """
+
+    def _ask(self, key: jax.Array, state: State) -> tuple[Genomes, Parents]:
+        """Uniform random children int32[num_children_per_generation, num_genes], and parents all NO_ID."""
+        del state  # random search ignores the population
+        keys = jax.random.split(key, self.num_children_per_generation)
+        children = jax.vmap(self.space.sample)(keys)
+        parents = jnp.full((self.num_children_per_generation, 2), NO_ID, jnp.int32)
+        return children, parents
+
+
+STRATEGIES: dict[str, type[Strategy]] = {"evolution": AgingEvolution, "random": RandomSearch}

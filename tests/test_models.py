@@ -1,0 +1,117 @@
+"""The population form must compute exactly what each decoded standalone model computes."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from evonas.data import listops_task
+from evonas.models import Architecture, PopulationModel, TextClassifier, count_params, forward_flops
+from evonas.population import Population, loss_fn
+from evonas.space import OPS, text_classifier_space
+
+NUM_GENOMES = 32
+
+
+def diverse_genomes(space, num, key):
+    """Random genomes, with every op, pooling, width and head count forced to appear."""
+    genomes = np.array(space.sample(key, num))
+    for i, genome in enumerate(genomes):
+        genome[space.index("block0_op")] = i % len(OPS)
+        for name in ("pooling", "width", "heads", "positional", "ffn_expansion", "block0_norm"):
+            genome[space.index(name)] = i % len(space.gene(name).choices)
+    return jnp.asarray(genomes)
+
+
+@pytest.fixture(scope="module")
+def setting():
+    task = listops_task(seed=0, num_train=64, num_validation=16, num_test=16, max_length=24, max_depth=2)
+    space = text_classifier_space()
+    model = PopulationModel(space, task.vocab_size, task.max_length, task.num_classes)
+    population = Population(model)
+    genomes = diverse_genomes(space, NUM_GENOMES, jax.random.key(0))
+    states = population.init(jax.random.split(jax.random.key(1), NUM_GENOMES), genomes)
+    tokens, labels = jnp.asarray(task.train.tokens[:6]), jnp.asarray(task.train.labels[:6])
+    dropout_key = jax.random.key(2)
+    losses, grads = population.loss_and_grads(states.params, genomes, tokens, labels, dropout_key)
+    members = []
+    for i, genome in enumerate(np.asarray(genomes)):
+        arch = Architecture.from_genome(space, genome)
+        stored = jax.tree.map(lambda a: a[i], states.params)
+        params = model.extract(arch, stored)
+
+        def standalone_loss(p, arch=arch):
+            logits = TextClassifier(arch, task.vocab_size, task.max_length, task.num_classes).apply(
+                {"params": p}, tokens, tokens != 0, dropout_key)
+            return loss_fn(logits, labels)
+
+        ref_loss, ref_grads = jax.value_and_grad(standalone_loss)(params)
+        member_grads = jax.tree.map(lambda a: a[i], grads)
+        members.append(dict(arch=arch, loss=float(losses[i]), grads=member_grads, ref_loss=float(ref_loss),
+                            ref_grads=ref_grads, used_grads=model.extract(arch, member_grads)))
+    return members
+
+
+def mismatched_members(members, rtol=1e-4, atol=1e-6):
+    """Indices of members whose loss or any gradient differs from their standalone model's."""
+    bad = []
+    for i, m in enumerate(members):
+        same_loss = np.isclose(m["loss"], m["ref_loss"], rtol=1e-5, atol=0)
+        same_grads = all(np.allclose(a, b, rtol=rtol, atol=atol)
+                         for a, b in zip(jax.tree.leaves(m["used_grads"]), jax.tree.leaves(m["ref_grads"])))
+        if not (same_loss and same_grads):
+            bad.append(i)
+    return bad
+
+
+def test_population_step_matches_standalone_models(setting):
+    assert len(setting) >= 30
+    assert {block.op for m in setting for block in m["arch"].blocks} == set(OPS)
+    assert mismatched_members(setting) == []
+
+
+def test_equivalence_check_catches_one_wrong_member(setting):
+    victim = dict(setting[7])
+    victim["used_grads"] = jax.tree.map(lambda g: g * 1.001, victim["used_grads"])
+    assert mismatched_members(setting[:7] + [victim] + setting[8:]) == [7]
+    victim = dict(setting[3], loss=setting[3]["loss"] * (1 + 1e-4))
+    assert mismatched_members(setting[:3] + [victim] + setting[4:]) == [3]
+
+
+def test_unused_stored_parameters_get_no_gradient(setting):
+    for m in setting:
+        total = sum(float(jnp.abs(g).sum()) for g in jax.tree.leaves(m["grads"]))
+        used = sum(float(jnp.abs(g).sum()) for g in jax.tree.leaves(m["used_grads"]))
+        assert total == pytest.approx(used, rel=1e-6)
+
+
+def test_standalone_model_has_exact_size_and_counts_flops():
+    space = text_classifier_space(max_blocks=2)
+    genome = space.encode({**space.decode(np.zeros(space.num_genes, np.int32)), "num_blocks": 2,
+                           "block0_op": "attention", "block1_op": "conv5", "width": 64})
+    arch = Architecture.from_genome(space, genome)
+    model = TextClassifier(arch, vocab_size=16, max_length=32, num_classes=10)
+    params = model.init(jax.random.key(0), jnp.ones((2, 32), jnp.int32), jnp.ones((2, 32), bool))["params"]
+    logits = model.apply({"params": params}, jnp.ones((3, 32), jnp.int32), jnp.ones((3, 32), bool))
+    assert logits.shape == (3, 10)
+    assert params["block0"]["op"]["qkv"]["kernel"].shape == (64, 192)
+    assert params["block1"]["op"]["conv"]["kernel"].shape == (5, 64, 64)
+    embed, position, norms, head = 16 * 64, 32 * 64, 2 * (2 * 64) + 2 * 64, 64 * 10 + 10
+    attention, conv = 64 * 192 + 192 + 64 * 64 + 64, 5 * 64 * 64 + 64
+    assert count_params(params) == embed + position + norms + head + attention + conv
+    assert forward_flops(arch, 32, 10) == (8 * 32 * 64 * 64 + 4 * 32 * 32 * 64) + 2 * 32 * 5 * 64 * 64 + 2 * 64 * 10
+
+
+def test_padding_does_not_change_a_models_output():
+    space = text_classifier_space()
+    for genome in np.asarray(space.sample(jax.random.key(5), 6)):
+        arch = Architecture.from_genome(space, genome)
+        model = TextClassifier(arch, vocab_size=16, max_length=24, num_classes=10)
+        tokens = jnp.asarray([[3, 5, 7, 2, 9, 11]], jnp.int32)
+        padded = jnp.pad(tokens, ((0, 0), (0, 18)))
+        params = model.init(jax.random.key(0), padded, padded != 0)["params"]
+        if arch.positional == "learned":  # positions beyond the text are never read
+            params = {**params, "position": params["position"].at[6:].set(100.0)}
+        short = model.apply({"params": params}, tokens, tokens != 0)
+        long = model.apply({"params": params}, padded, padded != 0)
+        np.testing.assert_allclose(short, long, rtol=1e-4, atol=1e-5)
