@@ -455,7 +455,7 @@ class PopulationModel:
             h = self._op(op_name, width, genome, slot_params["op"][OP_FAMILY[op_name]], activation_fn, normalized, mask)
             return (x + dropout(h, self._value(genome, "dropout"), key)) * mask[..., None]
 
-        return jax.lax.switch(op, [functools.partial(run_op, o) for o in self.choices["block0_op"]])
+        return jax.lax.switch(op, [jax.checkpoint(functools.partial(run_op, o)) for o in self.choices["block0_op"]])
 
     def _op(self, op_name, width, genome, stored, activation_fn, h, mask):
         def run(heads, expansion):
@@ -501,14 +501,3 @@ class PopulationModel:
             return _leading_slice(leaf if slot is None else leaf[slot], shape.shape)
 
         return jax.tree_util.tree_map_with_path(cut, shapes)
-
-    def insert(self, arch: Architecture, standalone_params: Params, stored: Params) -> Params:
-        """`stored` with the standalone parameters written into the corner that `arch` uses."""
-        flat = jax.tree_util.tree_flatten_with_path(standalone_params)[0]
-        for path, value in flat:
-            stored_path, slot = self._stored_location(arch, tuple(k.key for k in path))
-            parent = functools.reduce(lambda tree, name: tree[name], stored_path[:-1], stored)
-            index = tuple(slice(0, d) for d in value.shape)
-            leaf = parent[stored_path[-1]]
-            parent[stored_path[-1]] = leaf.at[index if slot is None else (slot, *index)].set(value)
-        return stored

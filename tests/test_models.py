@@ -103,8 +103,9 @@ def test_standalone_model_has_exact_size_and_counts_flops():
 
 
 def test_padding_does_not_change_a_models_output():
-    space = text_classifier_space()
-    for genome in np.asarray(space.sample(jax.random.key(5), 6)):
+    space = text_classifier_space(max_blocks=3)
+    genomes = np.asarray(diverse_genomes(space, len(OPS), jax.random.key(5)))
+    for genome in genomes:
         arch = Architecture.from_genome(space, genome)
         model = TextClassifier(arch, vocab_size=16, max_length=24, num_classes=10)
         tokens = jnp.asarray([[3, 5, 7, 2, 9, 11]], jnp.int32)
