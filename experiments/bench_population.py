@@ -30,6 +30,7 @@ in the same process, as the ceiling to read `useful_gflops` against.
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import os
 import platform
@@ -39,7 +40,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import evonas  # noqa: F401  (sets the XLA:CPU flags before JAX starts its backend)
+import evonas  # first, before JAX starts its backend: it may set XLA:CPU flags
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -168,7 +169,8 @@ def bench_evonas(config: BenchConfig, task: TextTask, genomes: np.ndarray) -> di
     call_seconds, losses = [], []
     for call in range(config.steps // config.steps_per_call):
         call_start = time.perf_counter()
-        states, call_losses = population.train(states, genomes, train, key_train, jnp.int32(call * config.steps_per_call))
+        step0 = jnp.int32(call * config.steps_per_call)
+        states, call_losses = population.train(states, genomes, train, key_train, step0)
         call_losses.block_until_ready()
         call_seconds.append(time.perf_counter() - call_start)
         losses.append(np.asarray(call_losses))
@@ -206,7 +208,8 @@ def make_train_step(module: TextClassifier, optimizer: optax.GradientTransformat
         batch_tokens, batch_labels = tokens[rows], labels[rows]
 
         def loss_of(params):
-            logits = module.apply({"params": params}, batch_tokens, batch_tokens != 0, jax.random.fold_in(key_dropout, step))
+            dropout_key = jax.random.fold_in(key_dropout, step)
+            logits = module.apply({"params": params}, batch_tokens, batch_tokens != 0, dropout_key)
             return loss_fn(logits, batch_labels)
 
         loss, grads = jax.value_and_grad(loss_of)(params)
@@ -281,9 +284,9 @@ def bench_sequential_loop(config: BenchConfig, task: TextTask, genomes: np.ndarr
 def run_benchmark(configs: Sequence[BenchConfig], log=print) -> dict[str, Any]:
     """Runs every config with both methods on shared genomes; returns the JSON-ready results."""
     start = time.perf_counter()
-    load_start = os.getloadavg()
-    peak = peak_matmul_gflops()
-    log(f"peak float32 matmul: {peak:.1f} GFLOP/s")
+    load_start, sources = os.getloadavg(), source_hashes()
+    peak_start = peak_matmul_gflops()
+    log(f"peak float32 matmul: {peak_start:.1f} GFLOP/s")
     task = listops_task(seed=0)
     results = []
     for config in configs:
@@ -312,15 +315,25 @@ def run_benchmark(configs: Sequence[BenchConfig], log=print) -> dict[str, Any]:
             "sequential_loop": loop_result,
         })
         log(format_table(results[-1:]))
+    peak_end = peak_matmul_gflops()  # again at the end: on a shared machine either one may be depressed
     return {
-        "peak_matmul_gflops": peak,
+        "peak_matmul_gflops": max(peak_start, peak_end),
+        "peak_matmul_gflops_start_end": [peak_start, peak_end],
         "configs": results,
         "allocator": os.environ.get("LD_PRELOAD") or "glibc default",
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "jax": jax.__version__,
                     "xla_flags": os.environ.get("XLA_FLAGS", ""), "loadavg_start": load_start,
                     "loadavg_end": os.getloadavg()},
+        "source_md5": sources,  # the evonas modules change often; this names the measured version
+        "source_changed_during_run": source_hashes() != sources,
         "wall_seconds": time.perf_counter() - start,
     }
+
+
+def source_hashes() -> dict[str, str]:
+    """md5 of every evonas module file, so a result names the code it measured."""
+    package = Path(evonas.__file__).parent
+    return {path.name: hashlib.md5(path.read_bytes()).hexdigest() for path in sorted(package.glob("*.py"))}
 
 
 def format_table(configs: Sequence[dict[str, Any]], peak: float | None = None) -> str:
