@@ -5,8 +5,6 @@ import json
 import sys
 from pathlib import Path
 
-
-
 OPTION_TO_FIELD = {  # CLI option -> SearchConfig field
     "seed": "seed", "strategy": "strategy", "population": "population_size", "sample_size": "sample_size",
     "children": "num_children", "batch": "children_per_generation", "steps": "steps",

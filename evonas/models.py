@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from evonas.space import ACTIVATIONS, SearchSpace
+from evonas.space import SearchSpace
 
 Params = Any  # a pytree of float32 arrays
 
@@ -255,7 +255,7 @@ def pad_like(exact: Params, stored_shapes: Params) -> Params:
     return jax.tree.map(lambda a, s: _pad_to(a, s.shape), exact, stored_shapes)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def module_param_shapes(kind: str, width: int, heads: int = 1, expansion: int = 1, num_classes: int = 2) -> Params:
     """Parameter shapes of one exact-size submodule, found by tracing its init without running it."""
     x = jax.ShapeDtypeStruct((1, 4, width), jnp.float32)

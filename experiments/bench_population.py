@@ -4,7 +4,7 @@ Command:
     python experiments/bench_population.py --out experiments/results/bench_population.json
     python experiments/bench_population.py --out /tmp/bench.json --quick   # smoke run
 
-Runtime on 2 shared CPU cores: ~15 minutes by default, ~2 minutes with --quick.
+Runtime on 2 shared CPU cores: ~10 minutes by default (16 under heavy load), ~1 minute with --quick.
 
 What it measures. The same distinct random genomes (sampled with a fixed key) are trained
 for the same number of steps, with the same batch size and ListOps batches, two ways:
@@ -24,8 +24,10 @@ state (after compilation, over all but the first call, timed with `block_until_r
 `useful_gflops` (sum over members of 3 x forward_flops x batch x steps / steady-state seconds;
 3x counts the backward pass as twice the forward; only the exact-size architectures' matmuls
 count, not padding or unused stored parameters) and `compilations` (evonas: `population.traces`;
-loop: one per genome). Once per run it also measures the peak GFLOP/s of a large float32 matmul
-in the same process, as the ceiling to read `useful_gflops` against.
+loop: one per genome). It also measures the peak GFLOP/s of a large float32 matmul in the same
+process, at the start and at the end of the run (the larger is reported: on a shared machine
+either may be depressed), as the ceiling to read `useful_gflops` against. The JSON records the
+load average and the md5 of every evonas module, since those modules change often.
 """
 
 import argparse
@@ -40,12 +42,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import evonas  # first, before JAX starts its backend: it may set XLA:CPU flags
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+import evonas  # first, before JAX starts its backend: it may set XLA:CPU flags
 from evonas.data import TextTask, listops_task
 from evonas.models import Architecture, PopulationModel, TextClassifier, count_params, forward_flops
 from evonas.population import Population, Split, TrainConfig, loss_fn, make_optimizer

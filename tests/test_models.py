@@ -37,7 +37,7 @@ def setting():
     members = []
     for i, genome in enumerate(np.asarray(genomes)):
         arch = Architecture.from_genome(space, genome)
-        stored = jax.tree.map(lambda a: a[i], states.params)
+        stored = jax.tree.map(lambda a, i=i: a[i], states.params)
         params = model.extract(arch, stored)
 
         def standalone_loss(p, arch=arch):
@@ -46,7 +46,7 @@ def setting():
             return loss_fn(logits, labels)
 
         ref_loss, ref_grads = jax.value_and_grad(standalone_loss)(params)
-        member_grads = jax.tree.map(lambda a: a[i], grads)
+        member_grads = jax.tree.map(lambda a, i=i: a[i], grads)
         members.append(dict(arch=arch, loss=float(losses[i]), grads=member_grads, ref_loss=float(ref_loss),
                             ref_grads=ref_grads, used_grads=model.extract(arch, member_grads)))
     return members
