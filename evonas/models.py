@@ -302,6 +302,9 @@ class PopulationModel:
         self.space, self.vocab_size, self.max_length, self.num_classes = space, vocab_size, max_length, num_classes
         self.num_slots = sum(name.endswith("_op") for name in space.names)
         self.choices = {gene.name: gene.choices for gene in space.genes}
+        for part in ("op", "activation", "norm"):  # one switch table serves every slot
+            if len({self.choices[f"block{i}_{part}"] for i in range(self.num_slots)}) > 1:
+                raise ValueError(f"every block must offer the same {part} choices; block{{i}}_{part} genes differ")
         ops = {op for i in range(self.num_slots) for op in self.choices[f"block{i}_op"]}
         self.families = sorted({OP_FAMILY[op] for op in ops if op != "identity"})
         self.conv_kernels = sorted(int(op[4:]) for op in ops if op.startswith("conv"))
@@ -421,7 +424,8 @@ class PopulationModel:
             slot_params, op, activation, norm, index = slot
             key = None if dropout_key is None else jax.random.fold_in(dropout_key, index)
             block = functools.partial(self._block, width, genome, slot_params, op, activation, norm, key, x, mask)
-            return jax.lax.cond(index < num_blocks, block, lambda: x), None
+            # Recomputed in the backward pass: otherwise cond keeps zero-filled residuals of every branch.
+            return jax.lax.cond(index < num_blocks, jax.checkpoint(block), lambda: x), None
 
         slots = (stored["blocks"], per_slot["op"], per_slot["activation"], per_slot["norm"], jnp.arange(self.num_slots))
         x, _ = jax.lax.scan(run_slot, x, slots)

@@ -8,7 +8,7 @@ import pytest
 from evonas.data import listops_task
 from evonas.models import Architecture, PopulationModel, TextClassifier, count_params, forward_flops
 from evonas.population import Population, loss_fn
-from evonas.space import OPS, text_classifier_space
+from evonas.space import OPS, Gene, SearchSpace, text_classifier_space
 
 NUM_GENOMES = 32
 
@@ -116,3 +116,10 @@ def test_padding_does_not_change_a_models_output():
         short = model.apply({"params": params}, tokens, tokens != 0)
         long = model.apply({"params": params}, padded, padded != 0)
         np.testing.assert_allclose(short, long, rtol=1e-4, atol=1e-5)
+
+
+def test_population_model_rejects_blocks_with_different_choices():
+    space = text_classifier_space(max_blocks=2)
+    genes = [Gene(g.name, ("attention", "gru")) if g.name == "block1_op" else g for g in space.genes]
+    with pytest.raises(ValueError, match="same op choices"):
+        PopulationModel(SearchSpace(tuple(genes)), vocab_size=16, max_length=8, num_classes=2)
