@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-PAD_ID = 0
+from evonas.text import PAD_ID, Tokenizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,18 +34,30 @@ class TextSplit:
 
 @dataclasses.dataclass(frozen=True)
 class TextTask:
-    """A classification task: three splits sharing one vocabulary and one padded length."""
+    """A classification task: three splits encoded by one tokenizer, and the names of its classes.
+
+    The tokenizer is part of the task because new text must be encoded the same way at predict time.
+    """
 
     name: str
     train: TextSplit
     validation: TextSplit
     test: TextSplit
-    num_classes: int
-    vocab: tuple[str, ...]  # vocab[i] is the string of token id i; vocab[PAD_ID] == "<pad>"
+    tokenizer: Tokenizer
+    label_names: tuple[str, ...]  # label_names[c] names class c
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.label_names)
+
+    @property
+    def vocab(self) -> tuple[str, ...]:
+        """vocab[i] is the string of token id i (empty for a byte tokenizer)."""
+        return self.tokenizer.vocab
 
     @property
     def vocab_size(self) -> int:
-        return len(self.vocab)
+        return self.tokenizer.vocab_size
 
     @property
     def max_length(self) -> int:
@@ -121,7 +133,8 @@ def listops_task(
         max_args: most arguments one operator takes (at least 2).
 
     Returns:
-        A TextTask with vocab `<pad>`, the digits `0`..`9`, `[MAX`, `[MIN`, `[MED`, `[SM`, `]`.
+        A TextTask with vocab `<pad>`, the digits `0`..`9`, `[MAX`, `[MIN`, `[MED`, `[SM`, `]`, and
+        label names `0`..`9`.
 
     Raises:
         ValueError: if the settings cannot produce enough distinct expressions within max_length.
@@ -143,7 +156,16 @@ def listops_task(
         taken.update(expressions)
         splits.append(_listops_split(list(expressions.values()), max_length))
     train, validation, test = splits
-    return TextTask("listops", train, validation, test, num_classes=10, vocab=_LISTOPS_VOCAB)
+    return TextTask("listops", train, validation, test, listops_tokenizer(max_length), label_names=_DIGITS)
+
+
+def listops_tokenizer(max_length: int = 64) -> Tokenizer:
+    """ListOps's tokenizer: whitespace-separated tokens of its fixed vocabulary.
+
+    The vocabulary has no `<unk>` (adding one at id 1 would shift every ListOps id), so encoding an
+    unknown token raises a ValueError naming it.
+    """
+    return Tokenizer("word", max_length=max_length, vocab=_LISTOPS_VOCAB, pattern=r"\S+")
 
 
 def _uniform_draws(rng: np.random.Generator) -> Callable[[], float]:
@@ -208,9 +230,6 @@ def _sample_distinct_expressions(
 
 def _listops_split(expressions: list[list[str]], max_length: int) -> TextSplit:
     """Encode expressions as PAD_ID-padded token ids, labelled by their value."""
-    token_ids = {token: index for index, token in enumerate(_LISTOPS_VOCAB)}
-    tokens = np.full((len(expressions), max_length), PAD_ID, dtype=np.int32)
-    for row, expression in zip(tokens, expressions):
-        row[: len(expression)] = [token_ids[token] for token in expression]
+    tokens = listops_tokenizer(max_length).encode([" ".join(expression) for expression in expressions])
     labels = np.array([evaluate_listops(expression) for expression in expressions], dtype=np.int32)
     return TextSplit(tokens, labels)
