@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -9,6 +10,9 @@ OPTION_TO_FIELD = {  # CLI option -> SearchConfig field
     "seed": "seed", "strategy": "strategy", "population": "population_size", "sample_size": "sample_size",
     "children": "num_children", "batch": "children_per_generation", "steps": "steps",
     "mutation_rate": "mutation_rate", "crossover_rate": "crossover_rate", "members_per_vmap": "members_per_vmap",
+    "dataset": "dataset", "data_dir": "data_dir", "text_feature": "text_feature", "label_feature": "label_feature",
+    "tokenizer": "tokenizer", "vocab_size": "vocab_size", "min_frequency": "min_frequency",
+    "max_length": "max_length", "length_percentile": "length_percentile", "lowercase": "lowercase",
 }
 
 
@@ -32,6 +36,40 @@ def _search_parser(subparsers):
     parser.add_argument("--members-per-vmap", type=int, help="members vectorised side by side; raise on GPU/TPU, "
                         f"1 is best on CPU (default {defaults.members_per_vmap})")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    text = parser.add_argument_group("real text", "a prepared tensorflow-datasets dataset instead of ListOps")
+    text.add_argument("--dataset", help="TFDS name, e.g. glue/sst2, or the name given to `evonas data import`")
+    text.add_argument("--data-dir", help="where the dataset is prepared (default: tensorflow-datasets' default)")
+    text.add_argument("--text-feature", help="text feature (default: found from the dataset's metadata)")
+    text.add_argument("--label-feature", help="ClassLabel feature (default: found from the dataset's metadata)")
+    text.add_argument("--tokenizer", choices=["word", "byte"], help=f"default {defaults.tokenizer}")
+    text.add_argument("--vocab-size", type=int, help=f"word ids at most (default {defaults.vocab_size})")
+    text.add_argument("--min-frequency", type=int, help=f"rarer training words are <unk> (default {defaults.min_frequency})")
+    text.add_argument("--max-length", type=int, help="tokens per text (default: enough for --length-percentile)")
+    text.add_argument("--length-percentile", type=float, help=f"default {defaults.length_percentile}")
+    text.add_argument("--lowercase", action="store_const", const=True, help="lower-case text before tokenizing")
+    return parser
+
+
+def _data_parser(subparsers):
+    parser = subparsers.add_parser("data", help="prepare datasets")
+    commands = parser.add_subparsers(dest="data_command", required=True)
+    imports = commands.add_parser(
+        "import", help="turn your own files into a tensorflow-datasets dataset",
+        description="Writes a TFDS dataset (array_record) that `evonas search --dataset NAME --data-dir DIR` reads. "
+                    "Each split option may be repeated; in the lines format each takes LABEL=FILE.")
+    imports.add_argument("--name", required=True, help="dataset name, snake_case")
+    imports.add_argument("--data-dir", required=True, help="directory that holds the dataset")
+    for split in ("train", "validation", "test"):
+        imports.add_argument(f"--{split}", action="append", default=[], metavar="FILE",
+                             help=f"{split} file{' (required)' if split == 'train' else ''}")
+    imports.add_argument("--format", required=True, choices=["tsv", "csv", "jsonl", "lines"],
+                         help="lines: one text per line, one file per label (LABEL=FILE)")
+    imports.add_argument("--text-column", action="append", default=[],
+                         help="header name or 0-based index (JSONL: key); repeat to join columns")
+    imports.add_argument("--label-column", help="header name or 0-based index (JSONL: key)")
+    imports.add_argument("--no-header", action="store_true", help="TSV/CSV files have no header line")
+    imports.add_argument("--encoding", default="utf-8", help="of every file (default: %(default)s; MR is cp1252)")
+    imports.add_argument("--overwrite", action="store_true", help="replace an earlier import of this name")
     return parser
 
 
@@ -39,13 +77,46 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="evonas", description="Evolutionary architecture search for text models.")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _search_parser(subparsers)
+    _data_parser(subparsers)
     args = parser.parse_args(argv)
+    _log_to_stderr()
     if args.command == "search":
         return _search(args)
+    if args.command == "data":
+        return _data_import(args)
     return 2
 
 
+def _log_to_stderr() -> None:
+    """evonas's own log lines (e.g. counts of dropped rows) on stderr, without logging's prefixes."""
+    logger = logging.getLogger("evonas")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+def _data_import(args) -> int:
+    from evonas.data import DatasetError
+    from evonas.text_files import import_files
+
+    try:
+        path = import_files(
+            args.name, args.data_dir, {"train": args.train, "validation": args.validation, "test": args.test},
+            file_format=args.format, text_columns=args.text_column, label_column=args.label_column,
+            header=not args.no_header, encoding=args.encoding, overwrite=args.overwrite,
+        )
+    except DatasetError as error:
+        print(f"evonas data import: {error}", file=sys.stderr)
+        return 2
+    print(f"imported {args.name!r} to {path.resolve()}")
+    return 0
+
+
 def _search(args) -> int:
+    from evonas.data import DatasetError
     from evonas.search import SearchConfig, run_search
 
     try:
@@ -56,7 +127,11 @@ def _search(args) -> int:
     except (ValueError, OSError) as error:
         print(f"evonas search: {error}", file=sys.stderr)
         return 2
-    summary = run_search(config, args.out, progress=not args.quiet)
+    try:
+        summary = run_search(config, args.out, progress=not args.quiet)
+    except DatasetError as error:
+        print(f"evonas search: {error}", file=sys.stderr)
+        return 2
     if summary["best_id"] is None:
         print("every child diverged; no architecture to report", file=sys.stderr)
         return 1

@@ -2,11 +2,17 @@
 
 import dataclasses
 import functools
+import json
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 
 from evonas.text import PAD_ID, Tokenizer
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be read, written or loaded as asked; the message says what to do instead."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +68,31 @@ class TextTask:
     @property
     def max_length(self) -> int:
         return self.train.tokens.shape[1]
+
+
+TOKENIZER_FILE, TASK_FILE = "tokenizer.json", "task.json"
+
+
+def write_task_files(task: TextTask, directory: str | Path) -> None:
+    """Writes what new text needs to be classified like the task's: `tokenizer.json` and `task.json`.
+
+    `task.json` holds the task's name, its label names (class i is label_names[i]) and split sizes.
+    """
+    directory = Path(directory)
+    task.tokenizer.save(directory / TOKENIZER_FILE)
+    description = {
+        "name": task.name,
+        "label_names": list(task.label_names),
+        "num_examples": {split: len(getattr(task, split)) for split in ("train", "validation", "test")},
+    }
+    (directory / TASK_FILE).write_text(json.dumps(description, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def read_task_files(directory: str | Path) -> tuple[Tokenizer, tuple[str, ...]]:
+    """The tokenizer and label names that `write_task_files` wrote to directory."""
+    directory = Path(directory)
+    description = json.loads((directory / TASK_FILE).read_text(encoding="utf-8"))
+    return Tokenizer.load(directory / TOKENIZER_FILE), tuple(description["label_names"])
 
 
 # --- ListOps -----------------------------------------------------------------------------------

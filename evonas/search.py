@@ -38,6 +38,17 @@ class SearchConfig:
     members_per_vmap: int = 1
     task: str = "listops"
     task_seed: int = 0  # the data stays the same across search seeds
+    # A prepared TFDS text-classification dataset (catalog or `evonas data import`), used instead of `task`.
+    dataset: str | None = None
+    data_dir: str | None = None  # None: tensorflow-datasets' default (~/tensorflow_datasets or $TFDS_DATA_DIR)
+    text_feature: str | None = None  # None: found from the dataset's metadata
+    label_feature: str | None = None
+    tokenizer: str = "word"  # "word": vocabulary from train; "byte": UTF-8 bytes
+    vocab_size: int = 20_000  # word ids at most, <pad> and <unk> included
+    min_frequency: int = 2  # rarer training words become <unk>
+    max_length: int | None = None  # None: long enough for length_percentile % of training texts
+    length_percentile: float = 99.0
+    lowercase: bool = False
     # Keyword overrides of text_classifier_space. The default narrows width and depth so that the
     # default search compiles and trains on a 2-core CPU in minutes; `{}` searches the whole space.
     space: dict[str, Any] = dataclasses.field(default_factory=lambda: {"widths": [32, 64], "max_blocks": 3})
@@ -73,6 +84,15 @@ class SearchConfig:
 
 
 def load_task(config: SearchConfig) -> data_lib.TextTask:
+    if config.dataset is not None:
+        from evonas.datasets import load_text_task  # tensorflow-datasets loads only when a dataset is asked for
+
+        return load_text_task(
+            config.dataset, config.data_dir, text_feature=config.text_feature, label_feature=config.label_feature,
+            tokenizer=config.tokenizer, vocab_size=config.vocab_size, min_frequency=config.min_frequency,
+            max_length=config.max_length, length_percentile=config.length_percentile, lowercase=config.lowercase,
+            seed=config.task_seed,
+        )
     if config.task == "listops":
         return data_lib.listops_task(seed=config.task_seed)
     raise ValueError(f"unknown task {config.task!r}; the built-in task is 'listops'")
@@ -99,6 +119,7 @@ def run_search(config: SearchConfig, out_dir: str | Path, progress: bool = True)
     task = load_task(config)
     (out / "config.json").write_text(json.dumps(
         {"config": dataclasses.asdict(config), "space": space.to_json()}, indent=2))
+    data_lib.write_task_files(task, out)
 
     model = PopulationModel(space, task.vocab_size, task.max_length, task.num_classes)
     population = Population(model, config.train_config())
