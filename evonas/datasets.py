@@ -269,7 +269,7 @@ def assign_splits(examples: dict[str, Examples], seed: int) -> tuple[Examples, E
     """
     test = examples.get("test")
     if test is not None and (test[1] == UNLABELLED).all():
-        logger.warning("the test split has no labels, so validation serves as test")
+        logger.info("the test split has no labels, so validation serves as test")
         test = None
     validation = examples.get("validation")
     labelled = {
@@ -283,10 +283,10 @@ def assign_splits(examples: dict[str, Examples], seed: int) -> tuple[Examples, E
             labelled["test"] = labelled.pop("validation")
         else:
             train, labelled["test"] = carve(train, CARVE_FRACTION, np.random.default_rng([seed, 0]))
-            logger.warning("no labelled test split: carved %d test examples from train", len(labelled["test"][1]))
+            logger.info("no labelled test split: carved %d test examples from train", len(labelled["test"][1]))
     if "validation" not in labelled:
         train, labelled["validation"] = carve(train, CARVE_FRACTION, np.random.default_rng([seed, 1]))
-        logger.warning("no validation split: carved %d validation examples from train", len(labelled["validation"][1]))
+        logger.info("no validation split: carved %d validation examples from train", len(labelled["validation"][1]))
     return train, labelled["validation"], labelled["test"]
 
 
