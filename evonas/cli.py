@@ -1,6 +1,7 @@
 """The `evonas` command. Thin: parsing and printing only; the work lives in `evonas.search`."""
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -73,15 +74,43 @@ def _data_parser(subparsers):
     return parser
 
 
+def _retrain_parser(subparsers):
+    parser = subparsers.add_parser("retrain", help="retrain a search's best genomes with several seeds, report test "
+                                   "accuracy and export the best model")
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `evonas search`")
+    parser.add_argument("--top-k", type=int, default=1, help="distinct genomes, best search fitness first "
+                        "(default %(default)s)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per genome (default %(default)s)")
+    parser.add_argument("--steps", type=int, help="training steps per member (default: 4 x the search's steps)")
+    parser.add_argument("--with-validation", action="store_true", help="train on train + validation; the search's "
+                        "best genome and its first seed are then exported")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _predict_parser(subparsers):
+    parser = subparsers.add_parser("predict", help="classify lines of text with an exported model")
+    parser.add_argument("model_dir", metavar="MODEL_DIR", help="e.g. RUN_DIR/retrain/model")
+    parser.add_argument("file", metavar="FILE", nargs="?", default="-", help="one text per line, UTF-8 "
+                        "(default: standard input)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line: text, label, probability, "
+                        "probabilities")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="evonas", description="Evolutionary architecture search for text models.")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _search_parser(subparsers)
+    _retrain_parser(subparsers)
+    _predict_parser(subparsers)
     _data_parser(subparsers)
     args = parser.parse_args(argv)
     _log_to_stderr()
     if args.command == "search":
         return _search(args)
+    if args.command == "retrain":
+        return _retrain(args)
+    if args.command == "predict":
+        return _predict(args)
     if args.command == "data":
         return _data_import(args)
     return 2
@@ -141,6 +170,52 @@ def _search(args) -> int:
     print(f"{summary['children']} children in {summary['wall_seconds']:.0f} s, "
           f"{summary['compilations']} compilations; run directory: {Path(args.out).resolve()}")
     return 0
+
+
+def _retrain(args) -> int:
+    from evonas.retrain import retrain
+
+    try:
+        results = retrain(args.run_dir, top_k=args.top_k, num_seeds=args.seeds, steps=args.steps,
+                          with_validation=args.with_validation, progress=not args.quiet).results
+    except ValueError as error:
+        print(f"evonas retrain: {error}", file=sys.stderr)
+        return 2
+    for genome in results["genomes"]:
+        print(f"rank {genome['rank']} (search child {genome['search_id']}, {genome['params']:,} parameters): test "
+              f"accuracy {genome['test_accuracy_mean']:.4f} ± {genome['test_accuracy_std']:.4f} over "
+              f"{len(results['seeds'])} seeds, {results['steps']} steps")
+    exported = results["exported"]
+    out = Path(args.run_dir).resolve() / "retrain"
+    print(f"exported rank {exported['rank']}, seed {exported['seed']} (test accuracy {exported['test_accuracy']:.4f}) "
+          f"to {out / exported['path']}; results in {out / 'results.json'}")
+    return 0
+
+
+def _predict(args) -> int:
+    from evonas.export import load_model, predict_lines
+
+    try:
+        model = load_model(args.model_dir)
+        with contextlib.nullcontext(sys.stdin.buffer) if args.file == "-" else open(args.file, "rb") as stream:
+            for prediction in predict_lines(model, _utf8_lines(stream, args.file)):
+                if args.json:
+                    print(json.dumps(prediction, ensure_ascii=False))
+                else:
+                    print(f"{prediction['label']}\t{prediction['probability']:.4f}")
+    except (ValueError, OSError) as error:
+        print(f"evonas predict: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _utf8_lines(stream, name: str):
+    """Each line without its line break; a line that is not UTF-8 is an error naming it."""
+    for number, raw in enumerate(stream, start=1):
+        try:
+            yield raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            raise ValueError(f"{'standard input' if name == '-' else name}: line {number} is not UTF-8") from None
 
 
 if __name__ == "__main__":

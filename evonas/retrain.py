@@ -1,0 +1,219 @@
+"""Retrain a search's best genomes from scratch with several seeds, score them on the test split, export one.
+
+The k genomes × N seeds are one population: one compiled program initializes, trains and evaluates all
+of them. `Population.train` gives every member of a call the same batches and dropout masks (fair for
+comparing architectures), so the seeds are an extra leading axis mapped inside one compiled call, each
+seed with its own key: members of different seeds differ in initialization, data order and dropout,
+while the k genomes of one seed share them.
+
+This is the only place in evonas that reads a task's test split.
+"""
+
+import dataclasses
+import functools
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from evonas.data import TASK_FILE, TOKENIZER_FILE, TextSplit, read_task_files
+from evonas.export import export_model
+from evonas.models import Architecture, PopulationModel, count_params
+from evonas.population import MemberState, Population, TrainConfig
+from evonas.search import SearchConfig, load_task, to_device
+from evonas.space import SearchSpace
+from evonas.text import Tokenizer
+
+RUN_FILES = ("config.json", "history.jsonl", TOKENIZER_FILE, TASK_FILE)  # what retrain reads of a search run
+STEPS_FACTOR = 4  # default retrain steps per search step: the final model gets more than the search's screening
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """What `evonas search` left in a run directory."""
+
+    path: Path
+    config: SearchConfig
+    space: SearchSpace
+    history: list[dict[str, Any]]
+    tokenizer: Tokenizer  # what encoded the search's data
+    label_names: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Retrained:
+    """The retrained members (member m = seed index m // k, genome rank m % k) and the written results."""
+
+    population: Population
+    genomes: jax.Array  # int32[k * N, num_genes]
+    states: MemberState  # leading member axis k * N
+    results: dict[str, Any]
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """Reads a search's run directory.
+
+    Raises:
+        ValueError: if the directory lacks one of its files, or they are not valid.
+    """
+    path = Path(run_dir)
+    if missing := [name for name in RUN_FILES if not (path / name).is_file()]:
+        raise ValueError(f"{path} is not a search run directory: missing {', '.join(missing)} "
+                         "(`evonas search --out DIR` writes one)")
+    try:
+        saved = json.loads((path / "config.json").read_text())
+        history = [json.loads(line) for line in (path / "history.jsonl").read_text().splitlines() if line.strip()]
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: config.json or history.jsonl is not valid JSON: {error}") from None
+    return Run(path, SearchConfig.from_dict(saved["config"]), SearchSpace.from_json(saved["space"]), history,
+               *read_task_files(path))
+
+
+def top_genomes(history: list[dict[str, Any]], top_k: int) -> list[dict[str, Any]]:
+    """The `top_k` distinct genomes with the highest fitness, each as its best record; ties keep search order."""
+    if top_k < 1:
+        raise ValueError(f"top-k must be at least 1, got {top_k}")
+    distinct: dict[tuple[int, ...], dict[str, Any]] = {}
+    for record in sorted((r for r in history if not r["diverged"]), key=lambda r: -r["fitness"]):
+        distinct.setdefault(tuple(record["genome"]), record)
+    if len(distinct) < top_k:
+        raise ValueError(f"top-k {top_k} asked, but the run has only {len(distinct)} distinct genomes that did not "
+                         "diverge")
+    return list(distinct.values())[:top_k]
+
+
+def retrain(run_dir: str | Path, top_k: int = 1, num_seeds: int = 3, steps: int | None = None,
+            with_validation: bool = False, progress: bool = True) -> Retrained:
+    """Retrains the run's top genomes from scratch, writes `retrain/results.json` and exports `retrain/model/`.
+
+    The genome with the best mean validation accuracy over its seeds is chosen: its test accuracies are the
+    top-level ones in the results, and its seed with the best validation accuracy is exported.
+
+    Args:
+        run_dir: a directory written by `evonas search`.
+        top_k: how many distinct genomes, best search fitness first.
+        num_seeds: seeds 0..N-1 per genome; the test accuracy is reported as their mean ± sample std.
+        steps: training steps per member; None is `STEPS_FACTOR` times the search's steps per child.
+        with_validation: train on train + validation. Validation accuracy then scores training data, so it
+            no longer picks the genome or seed: the search's best genome and its first seed are exported.
+        progress: show a progress bar.
+
+    Returns:
+        The population, its genomes and trained states, and the results written to `results.json`.
+    """
+    start = time.perf_counter()
+    run = load_run(run_dir)
+    if num_seeds < 1:
+        raise ValueError(f"seeds must be at least 1, got {num_seeds}")
+    steps = STEPS_FACTOR * run.config.steps if steps is None else steps
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    records = top_genomes(run.history, top_k)
+    task = load_task(run.config)
+    if (task.tokenizer, task.label_names) != (run.tokenizer, run.label_names):
+        raise ValueError(f"the data of {run.path} changed since its search: its tokenizer or label names differ "
+                         f"from those in {TOKENIZER_FILE} and {TASK_FILE}")
+    train_split = _concatenate(task.train, task.validation) if with_validation else task.train
+
+    model = PopulationModel(run.space, task.vocab_size, task.max_length, task.num_classes)
+    population = Population(model, TrainConfig(batch_size=run.config.batch_size,
+                                               steps_per_call=math.gcd(steps, run.config.steps_per_call),
+                                               members_per_vmap=run.config.members_per_vmap))
+    genomes = jnp.asarray([r["genome"] for r in records] * num_seeds, jnp.int32)
+    states, diverged = _train_seeds(population, genomes, num_seeds, to_device(train_split), steps, progress)
+    val_accuracy, _ = population.evaluate(states, genomes, to_device(task.validation))
+    test_accuracy, test_loss = population.evaluate(states, genomes, to_device(task.test))
+    diverged |= ~np.isfinite(np.asarray(test_loss))
+    per_seed = {name: np.asarray(values).reshape(num_seeds, top_k).T
+                for name, values in (("val", val_accuracy), ("test", test_accuracy), ("diverged", diverged))}
+
+    chosen, seed_index = (0, 0) if with_validation else _best_by_validation(per_seed)
+    member = seed_index * top_k + chosen
+    arch = Architecture.from_genome(run.space, records[chosen]["genome"])
+    out = run.path / "retrain"
+    export_model(out / "model", run.space, records[chosen]["genome"],
+                 model.extract(arch, jax.tree.map(lambda a: a[member], states.params)), task.tokenizer,
+                 task.label_names)
+
+    genome_results = [_genome_result(run.space, model, record, per_seed, rank) for rank, record in enumerate(records)]
+    best = genome_results[chosen]
+    results = {
+        **{key: best[key] for key in ("genome", "architecture", "test_accuracy_mean", "test_accuracy_std",
+                                      "test_accuracies", "validation_accuracies")},
+        "seeds": list(range(num_seeds)),
+        "steps": steps,
+        "batch_size": run.config.batch_size,
+        "with_validation": with_validation,
+        "exported": {"rank": chosen, "seed": seed_index, "path": "model",
+                     "test_accuracy": best["test_accuracies"][seed_index],
+                     "validation_accuracy": best["validation_accuracies"][seed_index]},
+        "genomes": genome_results,
+        "compilations": population.traces,
+        "wall_seconds": time.perf_counter() - start,
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return Retrained(population, genomes, states, results)
+
+
+def _concatenate(first: TextSplit, second: TextSplit) -> TextSplit:
+    return TextSplit(np.concatenate([first.tokens, second.tokens]), np.concatenate([first.labels, second.labels]))
+
+
+def _train_seeds(population: Population, genomes: jax.Array, num_seeds: int, data, steps: int, progress: bool):
+    """Initializes and trains every member; returns the states and which members' losses went non-finite."""
+    num_members = genomes.shape[0]
+    per_seed = num_members // num_seeds
+    seed_keys = [jax.random.split(jax.random.key(seed)) for seed in range(num_seeds)]  # (init, train) per seed
+    init_keys = jnp.stack([jax.random.fold_in(keys[0], rank) for keys in seed_keys for rank in range(per_seed)])
+    train_keys = jnp.stack([keys[1] for keys in seed_keys])
+    states = population.init(init_keys, genomes)
+
+    def by_seed(tree):
+        return jax.tree.map(lambda a: a.reshape(num_seeds, per_seed, *a.shape[1:]), tree)
+
+    @functools.partial(jax.jit, donate_argnums=0)
+    def train_call(states, genomes, data, keys, start_step):
+        """One `population.train` call per seed, mapped inside a single compiled program."""
+        return jax.lax.map(lambda xs: population.train(xs[0], xs[1], data, xs[2], start_step), (states, genomes, keys))
+
+    states, seeded_genomes = by_seed(states), by_seed(genomes)
+    finite = np.ones(num_members, bool)
+    calls = steps // population.config.steps_per_call
+    with tqdm(total=steps, disable=not progress, desc="retrain", unit="step") as bar:
+        for call in range(calls):
+            start_step = jnp.int32(call * population.config.steps_per_call)
+            states, losses = train_call(states, seeded_genomes, data, train_keys, start_step)
+            finite &= np.isfinite(np.asarray(losses)).all(axis=-1).reshape(-1)
+            bar.update(population.config.steps_per_call)
+    return jax.tree.map(lambda a: a.reshape(num_members, *a.shape[2:]), states), ~finite
+
+
+def _best_by_validation(per_seed) -> tuple[int, int]:
+    """The genome with the best mean validation accuracy over its seeds, and its best seed; diverged ones last."""
+    validation = np.where(per_seed["diverged"], -np.inf, per_seed["val"])
+    rank = int(validation.mean(axis=1).argmax())
+    return rank, int(validation[rank].argmax())
+
+
+def _genome_result(space: SearchSpace, model: PopulationModel, record: dict[str, Any], per_seed, rank: int):
+    test = per_seed["test"][rank]
+    arch = Architecture.from_genome(space, record["genome"])
+    return {
+        "rank": rank,
+        "search_id": record["id"],
+        "search_fitness": record["fitness"],
+        "genome": record["genome"],
+        "architecture": arch.to_dict(),
+        "params": count_params(model.standalone_shapes(arch)),
+        "test_accuracy_mean": float(test.mean()),
+        "test_accuracy_std": float(test.std(ddof=1)) if len(test) > 1 else 0.0,
+        "test_accuracies": [float(a) for a in test],
+        "validation_accuracies": [float(a) for a in per_seed["val"][rank]],
+        "diverged": [bool(d) for d in per_seed["diverged"][rank]],
+    }

@@ -1,0 +1,146 @@
+"""Retrain a search's best genomes with several seeds, export one, and predict with it from the command line."""
+
+import io
+import json
+import shutil
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from evonas.cli import main
+from evonas.export import load_model
+from evonas.retrain import retrain, top_genomes
+from evonas.search import SearchConfig, load_task, run_search
+
+TINY_SPACE = {"max_blocks": 1, "ops": ("attention", "conv3"), "widths": (16,), "heads": (1, 2),
+              "activations": ("relu",), "norms": ("layernorm",), "dropouts": (0.0, 0.1), "optimizers": ("adamw",),
+              "positionals": ("learned", "none"), "poolings": ("mean", "max")}
+CONFIG = SearchConfig(num_children=4, children_per_generation=4, population_size=4, sample_size=2, steps=5,
+                      steps_per_call=5, space=TINY_SPACE)
+EXPRESSIONS = ["[MAX 2 9 [MIN 4 7 ] 0 ]", "[SM 1 2 ]", "[MED 3 [MAX 8 1 ] 5 ]"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    run_search(CONFIG, out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def retrained(run_dir):
+    return retrain(run_dir, top_k=2, num_seeds=2, steps=10, progress=False)
+
+
+def copy_of_search(run_dir, tmp_path):
+    """A fresh run directory with the search's files only, so a retrain there leaves the fixture's alone."""
+    tmp_path.mkdir(exist_ok=True)
+    for name in ("config.json", "history.jsonl", "summary.json", "tokenizer.json", "task.json"):
+        shutil.copy(run_dir / name, tmp_path / name)
+    return tmp_path
+
+
+def test_results_hold_per_seed_test_accuracies_of_the_top_genomes(run_dir, retrained):
+    results = json.loads((run_dir / "retrain" / "results.json").read_text())
+    assert results == json.loads(json.dumps(retrained.results))
+    history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    assert [g["genome"] for g in results["genomes"]] == [r["genome"] for r in top_genomes(history, 2)]
+    assert results["genomes"][0]["search_id"] == json.loads((run_dir / "summary.json").read_text())["best_id"]
+    assert results["seeds"] == [0, 1] and results["steps"] == 10 and results["wall_seconds"] > 0
+    for genome in results["genomes"]:
+        assert len(genome["test_accuracies"]) == len(genome["validation_accuracies"]) == 2
+        assert genome["test_accuracy_mean"] == pytest.approx(np.mean(genome["test_accuracies"]))
+        assert genome["test_accuracy_std"] == pytest.approx(np.std(genome["test_accuracies"], ddof=1))
+    chosen = results["genomes"][results["exported"]["rank"]]
+    assert chosen["genome"] == results["genome"] and chosen["test_accuracies"] == results["test_accuracies"]
+    assert results["test_accuracy_mean"] == chosen["test_accuracy_mean"]
+    mean_validation = [np.mean(g["validation_accuracies"]) for g in results["genomes"]]
+    assert results["exported"]["rank"] == int(np.argmax(mean_validation)), "validation, never test, picks the export"
+
+
+def test_seeds_start_from_different_parameters(retrained):
+    seed0, seed1 = (jax.tree.map(lambda a, m=member: a[m], retrained.states.params) for member in (0, 2))
+    assert (retrained.genomes[0] == retrained.genomes[2]).all(), "member m is seed m // k of genome m % k"
+    assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(seed0), jax.tree.leaves(seed1)))
+
+
+def test_exported_model_gives_the_trained_members_logits(run_dir, retrained):
+    exported = retrained.results["exported"]
+    member = exported["seed"] * 2 + exported["rank"]
+    test = load_task(CONFIG).test
+    stored = jax.tree.map(lambda a: a[member], retrained.states.params)
+    trained_logits = jax.jit(retrained.population.model.apply)(stored, retrained.genomes[member], test.tokens,
+                                                               test.tokens != 0)
+    model = load_model(run_dir / "retrain" / "model")
+    logits = model.logits(test.tokens)
+    np.testing.assert_allclose(logits, trained_logits, rtol=1e-5, atol=1e-5)
+    assert np.mean(logits.argmax(-1) == test.labels) == pytest.approx(exported["test_accuracy"])
+    assert model.label_names == tuple(str(digit) for digit in range(10))
+    genome_file = json.loads((run_dir / "retrain" / "model" / "genome.json").read_text())
+    results = json.loads((run_dir / "retrain" / "results.json").read_text())
+    assert (genome_file["genome"], genome_file["architecture"]) == (results["genome"], results["architecture"])
+
+
+def test_predict_reads_stdin_and_prints_one_json_object_per_line(run_dir, retrained, monkeypatch, capsys):
+    model_dir = run_dir / "retrain" / "model"
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO("\n".join(EXPRESSIONS).encode() + b"\n")))
+    assert main(["predict", str(model_dir), "--json"]) == 0
+    predictions = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [p["text"] for p in predictions] == EXPRESSIONS
+    expected = load_model(model_dir).probabilities(EXPRESSIONS)
+    for prediction, row in zip(predictions, expected):
+        assert prediction["label"] == str(int(row.argmax()))
+        assert prediction["probability"] == pytest.approx(row.max())
+        assert sum(prediction["probabilities"].values()) == pytest.approx(1.0)
+
+
+def test_predict_reads_a_file_and_prints_label_and_probability(run_dir, retrained, tmp_path, capsys):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(EXPRESSIONS * 30) + "\n")  # more lines than one prediction batch
+    assert main(["predict", str(run_dir / "retrain" / "model"), str(texts)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 90
+    label, probability = lines[0].split("\t")
+    assert label in [str(digit) for digit in range(10)] and 0 < float(probability) <= 1
+    assert lines[0] == lines[3], "the same text gets the same prediction in any batch"
+
+
+def test_retrain_cli_with_validation_exports_the_best_genome_first_seed(run_dir, tmp_path, capsys):
+    run = copy_of_search(run_dir, tmp_path)
+    assert main(["retrain", str(run), "--seeds", "1", "--steps", "5", "--with-validation", "--quiet"]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    results = json.loads((run / "retrain" / "results.json").read_text())
+    assert results["with_validation"] and results["exported"] == {**results["exported"], "rank": 0, "seed": 0}
+    assert results["test_accuracy_std"] == 0.0 and len(results["test_accuracies"]) == 1
+    assert (run / "retrain" / "model" / "tokenizer.json").is_file()
+
+
+def test_missing_or_invalid_directories_get_clear_errors(run_dir, retrained, tmp_path, capsys):
+    assert main(["retrain", str(tmp_path / "missing")]) == 2
+    assert "not a search run directory: missing config.json, history.jsonl, tokenizer.json, task.json" in capsys.readouterr().err
+    assert main(["retrain", str(copy_of_search(run_dir, tmp_path)), "--top-k", "9"]) == 2
+    assert "top-k 9 asked, but the run has only" in capsys.readouterr().err
+    changed = copy_of_search(run_dir, tmp_path / "changed")
+    task_file = json.loads((changed / "task.json").read_text())
+    (changed / "task.json").write_text(json.dumps({**task_file, "label_names": list("abcdefghij")}))
+    assert main(["retrain", str(changed)]) == 2
+    assert "changed since its search" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "missing")]) == 2
+    assert "is not an exported model: missing genome.json, model.json, tokenizer.json, params" in capsys.readouterr().err
+    not_utf8 = tmp_path / "latin1.txt"
+    not_utf8.write_bytes(b"[SM 1 2 ]\n[MAX 3 \xe9 ]\n")
+    assert main(["predict", str(run_dir / "retrain" / "model"), str(not_utf8)]) == 2
+    assert "latin1.txt: line 2 is not UTF-8" in capsys.readouterr().err
+
+
+def test_top_genomes_are_distinct_best_first_and_skip_diverged():
+    history = [{"id": 0, "genome": [1], "fitness": 0.5, "diverged": False},
+               {"id": 1, "genome": [2], "fitness": None, "diverged": True},
+               {"id": 2, "genome": [1], "fitness": 0.7, "diverged": False},
+               {"id": 3, "genome": [3], "fitness": 0.7, "diverged": False},
+               {"id": 4, "genome": [4], "fitness": 0.6, "diverged": False}]
+    assert [r["id"] for r in top_genomes(history, 3)] == [2, 3, 4]
+    with pytest.raises(ValueError, match="only 3 distinct genomes"):
+        top_genomes(history, 4)
