@@ -22,7 +22,10 @@ def _search_parser(subparsers):
 
     defaults = SearchConfig()
     parser = subparsers.add_parser("search", help="evolve text-classifier architectures on a task")
-    parser.add_argument("--out", default="runs/search", help="run directory (default: %(default)s)")
+    run_dir = parser.add_mutually_exclusive_group()
+    run_dir.add_argument("--out", default="runs/search", help="run directory (default: %(default)s)")
+    run_dir.add_argument("--resume", metavar="DIR", help="continue the stopped run in DIR from its last checkpoint, "
+                         "with the config it was started with")
     parser.add_argument("--config", help="JSON file of SearchConfig fields (e.g. a narrower 'space'); options override it")
     parser.add_argument("--seed", type=int, help=f"default {defaults.seed}")
     parser.add_argument("--strategy", choices=["evolution", "random"], help=f"default {defaults.strategy}")
@@ -145,20 +148,31 @@ def _data_import(args) -> int:
 
 
 def _search(args) -> int:
+    from evonas.checkpoint import ResumeError
     from evonas.data import DatasetError
-    from evonas.search import SearchConfig, run_search
+    from evonas.search import SearchConfig, config_conflicts, load_run_config, run_search
 
+    run_dir = Path(args.resume or args.out)
     try:
         values = json.loads(Path(args.config).read_text()) if args.config else {}
         values.update({field: getattr(args, option) for option, field in OPTION_TO_FIELD.items()
                        if getattr(args, option) is not None})
-        config = SearchConfig.from_dict(values)
+        if args.resume:
+            config = load_run_config(run_dir)
+            if conflicts := config_conflicts(config, values):
+                raise ValueError(f"--resume continues {run_dir} with the config it was started with, and these "
+                                 f"options differ from it: {'; '.join(conflicts)}")
+        else:
+            config = SearchConfig.from_dict(values)
     except (ValueError, OSError) as error:
         print(f"evonas search: {error}", file=sys.stderr)
         return 2
+    if args.resume and (run_dir / "summary.json").exists():
+        print(f"{run_dir.resolve()} already finished; nothing to resume (its summary.json is unchanged)")
+        return 0
     try:
-        summary = run_search(config, args.out, progress=not args.quiet)
-    except DatasetError as error:
+        summary = run_search(config, run_dir, progress=not args.quiet, resume=bool(args.resume))
+    except (DatasetError, ResumeError) as error:
         print(f"evonas search: {error}", file=sys.stderr)
         return 2
     if summary["best_id"] is None:
@@ -168,7 +182,7 @@ def _search(args) -> int:
           f"({summary['best_params']:,} parameters)")
     print(json.dumps(summary["best_architecture"], indent=2))
     print(f"{summary['children']} children in {summary['wall_seconds']:.0f} s, "
-          f"{summary['compilations']} compilations; run directory: {Path(args.out).resolve()}")
+          f"{summary['compilations']} compilations; run directory: {run_dir.resolve()}")
     return 0
 
 

@@ -4,6 +4,8 @@ import dataclasses
 import inspect
 import json
 import math
+import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from evonas import data as data_lib
+from evonas.checkpoint import Checkpoints, Progress, ResumeError
 from evonas.models import Architecture, PopulationModel, count_params, forward_flops
 from evonas.population import Population, Split, TrainConfig
 from evonas.space import SearchSpace, text_classifier_space
@@ -110,29 +113,72 @@ def to_device(split: data_lib.TextSplit) -> Split:
     return Split(jnp.asarray(split.tokens), jnp.asarray(split.labels))
 
 
-def run_search(config: SearchConfig, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
-    """Runs a whole search, writing `config.json`, `history.jsonl` and `summary.json` to `out_dir`."""
+CHECKPOINTS = "checkpoints"  # the run directory's subdirectory of per-generation checkpoints
+
+
+def load_run_config(run_dir: str | Path) -> SearchConfig:
+    """The config a run directory was started with, from its config.json."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise ResumeError(f"{path} does not exist; is {run_dir} a run directory of `evonas search`?")
+    return SearchConfig.from_dict(json.loads(path.read_text())["config"])
+
+
+def config_conflicts(config: SearchConfig, values: dict[str, Any]) -> list[str]:
+    """The fields of `values` that differ from `config`, compared as JSON (where a tuple equals a list)."""
+    saved = json.loads(json.dumps(dataclasses.asdict(config)))
+    return [f"{name}={value!r} (the run has {saved.get(name)!r})" for name, value in values.items()
+            if json.loads(json.dumps(value)) != saved.get(name)]
+
+
+def read_history(path: Path, num_bytes: int, num_records: int) -> list[dict[str, Any]]:
+    """The records in the first `num_bytes` of history.jsonl, which a checkpoint says hold `num_records` lines."""
+    kept = path.read_bytes()[:num_bytes]
+    if len(kept) != num_bytes or kept.count(b"\n") != num_records or not kept.endswith(b"\n") and kept:
+        raise ResumeError(f"{path} does not match its checkpoint, which expects {num_records} lines in its first "
+                          f"{num_bytes} bytes; the run directory is damaged")
+    return [json.loads(line) for line in kept.splitlines()]
+
+
+def run_search(config: SearchConfig, out_dir: str | Path, progress: bool = True, resume: bool = False) -> dict[str, Any]:
+    """Runs a whole search, writing `config.json`, `history.jsonl`, `checkpoints/` and `summary.json` to `out_dir`.
+
+    With `resume`, continues the run in `out_dir` from its newest usable checkpoint instead (`config` must
+    be the one in its config.json); the history and summary are those of a run that never stopped.
+    """
     start = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     space = text_classifier_space(**config.space)
+    if resume and (conflicts := config_conflicts(load_run_config(out), dataclasses.asdict(config))):
+        raise ResumeError(f"{out} was started with another config: {', '.join(conflicts)}")
     task = load_task(config)
-    (out / "config.json").write_text(json.dumps(
-        {"config": dataclasses.asdict(config), "space": space.to_json()}, indent=2))
+    if not resume:
+        (out / "config.json").write_text(json.dumps(
+            {"config": dataclasses.asdict(config), "space": space.to_json()}, indent=2))
+        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)  # a previous run's, which this one replaces
+        (out / "summary.json").unlink(missing_ok=True)  # so that summary.json always means "finished"
     data_lib.write_task_files(task, out)
 
     model = PopulationModel(space, task.vocab_size, task.max_length, task.num_classes)
     population = Population(model, config.train_config())
     strategy = make_strategy(config, space)
     train, validation = to_device(task.train), to_device(task.validation)
-    state = strategy.init()
     key = jax.random.key(config.seed)
     num_generations = config.num_children // config.children_per_generation
     calls = config.steps // population.config.steps_per_call
-    history = []
-    with open(out / "history.jsonl", "w") as log, tqdm(total=config.num_children, disable=not progress,
-                                                       desc=f"{config.strategy} search", unit="child") as bar:
-        for generation in range(num_generations):
+    with Checkpoints(out / CHECKPOINTS) as checkpoints, open(out / "history.jsonl", "ab") as log, \
+            tqdm(total=config.num_children, disable=not progress, desc=f"{config.strategy} search", unit="child") as bar:
+        earlier = Progress(strategy.init(), history_bytes=0, wall_seconds=0.0, compilations=0)
+        if resume:
+            earlier = checkpoints.restore_latest(earlier)
+        else:
+            checkpoints.save(earlier)  # so that a kill during the first generation can resume too
+        history = read_history(out / "history.jsonl", earlier.history_bytes, int(earlier.strategy.next_id))
+        log.truncate(earlier.history_bytes)  # drops the lines of a generation that no checkpoint covers
+        bar.update(len(history))
+        state = earlier.strategy
+        for generation in range(int(state.generation), num_generations):
             key_ask, key_init, key_train = jax.random.split(jax.random.fold_in(key, generation), 3)
             children, parents = strategy.ask(key_ask, state)
             states = population.init(jax.random.split(key_init, config.children_per_generation), children)
@@ -151,14 +197,19 @@ def run_search(config: SearchConfig, out_dir: str | Path, progress: bool = True)
                 record = child_record(space, model, task, genome, first_id + j, generation, np.asarray(parents[j]),
                                       fitness[j], float(accuracy[j]), float(val_loss[j]), losses[j], bool(diverged[j]))
                 history.append(record)
-                log.write(json.dumps(record) + "\n")
+                log.write((json.dumps(record) + "\n").encode())
             log.flush()
+            os.fsync(log.fileno())  # the checkpoint below points into these bytes, so they must be on disk first
+            checkpoints.save(Progress(state, history_bytes=os.fstat(log.fileno()).st_size,
+                                      wall_seconds=earlier.wall_seconds + time.perf_counter() - start,
+                                      compilations=earlier.compilations + population.traces))
             best = max((r for r in history if not r["diverged"]), key=lambda r: r["fitness"], default=None)
             bar.update(config.children_per_generation)
             if best is not None:
                 bar.set_postfix(best_val_accuracy=f"{best['val_accuracy']:.3f}")
 
-    summary = summarize(space, history, config, population.traces, time.perf_counter() - start)
+    summary = summarize(space, history, config, earlier.compilations + population.traces,
+                        earlier.wall_seconds + time.perf_counter() - start)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
