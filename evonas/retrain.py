@@ -1,10 +1,8 @@
 """Retrain a search's best genomes from scratch with several seeds, score them on the test split, export one.
 
 The k genomes × N seeds are one population: one compiled program initializes, trains and evaluates all
-of them. `Population.train` gives every member of a call the same batches and dropout masks (fair for
-comparing architectures), so the seeds are an extra leading axis mapped inside one compiled call, each
-seed with its own key: members of different seeds differ in initialization, data order and dropout,
-while the k genomes of one seed share them.
+of them. Each seed has its own keys: members of different seeds differ in initialization, data order and
+dropout, while the k genomes of one seed share them, as the members of a search's generation do.
 
 This is the only place in evonas that reads a task's test split.
 """
