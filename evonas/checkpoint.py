@@ -12,6 +12,8 @@ import warnings
 from pathlib import Path
 from typing import Self
 
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from flax import struct
 
@@ -43,8 +45,15 @@ class Checkpoints:
 
     def __init__(self, directory: str | Path):
         self.directory = Path(directory).absolute()
+        # Each process of a multi-process search keeps its own copy in its own run directory: the progress is
+        # host-side data that every process computes alike, so no process waits for another to save.
+        this_process = jax.process_index()
         options = ocp.CheckpointManagerOptions(
-            enable_async_checkpointing=False, preservation_policy=ocp.checkpoint_managers.LatestN(KEEP))
+            enable_async_checkpointing=False, create=False, preservation_policy=ocp.checkpoint_managers.LatestN(KEEP),
+            multiprocessing_options=ocp.options.MultiprocessingOptions(
+                primary_host=this_process, active_processes={this_process},
+                barrier_sync_key_prefix=f"process{this_process}"))
+        self.directory.mkdir(parents=True, exist_ok=True)
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def __enter__(self) -> Self:
@@ -56,7 +65,7 @@ class Checkpoints:
     def save(self, progress: Progress) -> None:
         """Saves `progress` as step `progress.strategy.generation`; an existing step is an error, never skipped."""
         step = int(progress.strategy.generation)
-        self._manager.save(step, args=ocp.args.StandardSave(progress), force=True)
+        self._manager.save(step, args=ocp.args.StandardSave(jax.tree.map(np.asarray, progress)), force=True)
 
     def restore_latest(self, template: Progress) -> Progress:
         """The newest checkpoint that restores, shaped like `template`.
@@ -70,7 +79,7 @@ class Checkpoints:
         damaged = []
         for step in sorted(self._manager.all_steps(), reverse=True):
             try:
-                progress = self._manager.restore(step, args=ocp.args.StandardRestore(template))
+                progress = self._manager.restore(step, args=ocp.args.StandardRestore(jax.tree.map(np.asarray, template)))
             except Exception as error:  # noqa: BLE001 - orbax and tensorstore raise many types for damaged files
                 warnings.warn(f"checkpoint {self.directory / str(step)} is damaged and is skipped: "
                               f"{type(error).__name__}: {_first_line(error)}", stacklevel=2)

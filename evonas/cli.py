@@ -11,6 +11,7 @@ OPTION_TO_FIELD = {  # CLI option -> SearchConfig field
     "seed": "seed", "strategy": "strategy", "population": "population_size", "sample_size": "sample_size",
     "children": "num_children", "batch": "children_per_generation", "steps": "steps",
     "mutation_rate": "mutation_rate", "crossover_rate": "crossover_rate", "members_per_vmap": "members_per_vmap",
+    "memory_budget_gb": "memory_budget_gb",
     "dataset": "dataset", "data_dir": "data_dir", "text_feature": "text_feature", "label_feature": "label_feature",
     "tokenizer": "tokenizer", "vocab_size": "vocab_size", "min_frequency": "min_frequency",
     "max_length": "max_length", "length_percentile": "length_percentile", "lowercase": "lowercase",
@@ -39,7 +40,16 @@ def _search_parser(subparsers):
     parser.add_argument("--crossover-rate", type=float, help=f"default {defaults.crossover_rate}")
     parser.add_argument("--members-per-vmap", type=int, help="members vectorised side by side; raise on GPU/TPU, "
                         f"1 is best on CPU (default {defaults.members_per_vmap})")
+    parser.add_argument("--memory-budget-gb", type=float, help="memory for the members trained at once; more "
+                        "members are trained in chunks (default: half the RAM, or of the devices' memory)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    hosts = parser.add_argument_group("several hosts", "one search over the devices of several processes, through "
+                                      "jax.distributed; every process runs the same command and writes its own --out")
+    hosts.add_argument("--distributed", action="store_true", help="join the processes jax.distributed.initialize "
+                       "finds by itself (TPU pods, SLURM, Open MPI), or those given below")
+    hosts.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0 (implies --distributed)")
+    hosts.add_argument("--num-processes", type=int, help="processes in the search")
+    hosts.add_argument("--process-id", type=int, help="this process' index, 0 to num-processes - 1")
     text = parser.add_argument_group("real text", "a prepared tensorflow-datasets dataset instead of ListOps")
     text.add_argument("--dataset", help="TFDS name, e.g. glue/sst2, or the name given to `evonas data import`")
     text.add_argument("--data-dir", help="where the dataset is prepared (default: tensorflow-datasets' default)")
@@ -167,6 +177,8 @@ def _search(args) -> int:
     except (ValueError, OSError) as error:
         print(f"evonas search: {error}", file=sys.stderr)
         return 2
+    if args.distributed or args.coordinator:
+        _join_processes(args)
     if args.resume and (run_dir / "summary.json").exists():
         print(f"{run_dir.resolve()} already finished; nothing to resume (its summary.json is unchanged)")
         return 0
@@ -184,6 +196,13 @@ def _search(args) -> int:
     print(f"{summary['children']} children in {summary['wall_seconds']:.0f} s, "
           f"{summary['compilations']} compilations; run directory: {run_dir.resolve()}")
     return 0
+
+
+def _join_processes(args) -> None:
+    import jax
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU devices across processes; GPU/TPU ignore it
+    jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
 
 
 def _retrain(args) -> int:

@@ -1,22 +1,28 @@
 """Population training: one compiled program trains and evaluates many genomes at once.
 
-Every function here takes a leading member axis. Members are mapped with
-`lax.map(..., batch_size=members_per_vmap)`: with 1 (the CPU default) members run one
-after another inside the program, so every gene's `lax.switch` stays unbatched and only
-the chosen branch executes; with more, that many members are vmapped side by side, which
-is what keeps a GPU or TPU busy, at the price of computing every branch of a batched
-switch. Either way the shapes depend only on the search space, so the programs compile
-once per run, whatever genomes evolution proposes.
+Every function here takes a leading member axis, split evenly over every device of every
+process with `shard_map` (members are independent, so they never communicate). On each
+device, members are mapped with `lax.map(..., batch_size=members_per_vmap)`: with 1 (the
+CPU default) they run one after another inside the program, so every gene's `lax.switch`
+stays unbatched and only the chosen branch executes; with more, that many members are
+vmapped side by side, which is what keeps a GPU or TPU busy, at the price of computing
+every branch of a batched switch. Either way the shapes depend only on the search space,
+so the programs compile once per run, whatever genomes evolution proposes.
 """
 
 import dataclasses
 import functools
+import os
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from evonas.models import Params, PopulationModel
 
@@ -57,6 +63,14 @@ def make_optimizer(name: str, learning_rate, weight_decay, clip_norm: float) -> 
     raise ValueError(f"unknown optimizer {name!r}; choose adamw, lion or sgd")
 
 
+MEMBERS = "members"  # the one mesh axis: population members are split over it
+
+
+def member_mesh() -> Mesh:
+    """Every device of every process on the member axis."""
+    return Mesh(np.asarray(jax.devices()), (MEMBERS,))
+
+
 def loss_fn(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
@@ -64,22 +78,63 @@ def loss_fn(logits: jax.Array, labels: jax.Array) -> jax.Array:
 class Population:
     """Compiled init/train/evaluate over a chunk of members with different genomes."""
 
-    def __init__(self, model: PopulationModel, config: TrainConfig = TrainConfig()):
+    def __init__(self, model: PopulationModel, config: TrainConfig = TrainConfig(), mesh: Mesh | None = None):
         self.model, self.config = model, config
         self.space = model.space
+        self.mesh = member_mesh() if mesh is None else mesh
         self.traces = 0  # each trace of a jitted function is one compilation
-        self.init = jax.jit(self._counted(self._init))
-        self.train = jax.jit(self._counted(self._train), donate_argnums=0)
-        self.evaluate = jax.jit(self._counted(self._evaluate))
-        self.loss_and_grads = jax.jit(self._counted(self._loss_and_grads))
+        self.init = jax.jit(self._sharded(self._init, "mm"))
+        self.train = jax.jit(self._sharded(self._train, "mmrkr"), donate_argnums=0)
+        self.evaluate = jax.jit(self._sharded(self._evaluate, "mmr"))
+        self.loss_and_grads = jax.jit(self._sharded(self._loss_and_grads, "mmrrr"))
 
-    def _counted(self, fn):
+    @property
+    def num_devices(self) -> int:
+        return self.mesh.devices.size
+
+    def padded_size(self, num_members: int) -> int:
+        """The smallest member count at least `num_members` that splits evenly over the devices."""
+        return -(-num_members // self.num_devices) * self.num_devices
+
+    def _sharded(self, fn, layout: str):
+        """Counts traces and splits `fn` over devices; `layout` says per argument: m(ember axis), r(eplicated),
+        or k (a key: replicated if scalar, else one per member)."""
+
         @functools.wraps(fn)
         def wrapper(*args):
             self.traces += 1
-            return fn(*args)
+            num_members = jax.tree.leaves(args[0])[0].shape[0]
+            if num_members % self.num_devices:
+                raise ValueError(f"{num_members} members do not split evenly over {self.num_devices} devices; "
+                                 f"pad them to population.padded_size({num_members})")
+            specs = tuple(P() if kind == "r" or (kind == "k" and arg.ndim == 0) else P(MEMBERS)
+                          for kind, arg in zip(layout, args))
+            return jax.shard_map(fn, mesh=self.mesh, in_specs=specs, out_specs=P(MEMBERS), check_vma=False)(*args)
 
         return wrapper
+
+    def replicate(self, tree):
+        """Places host arrays on every device (across processes too), e.g. a dataset split."""
+        return self._place(tree, P())
+
+    def put_split(self, split) -> Split:
+        """A task split (anything with `tokens` and `labels`) placed on every device."""
+        return self.replicate(Split(split.tokens, split.labels))
+
+    def distribute(self, tree):
+        """Places host arrays with a leading member axis, split over the devices."""
+        return self._place(tree, P(MEMBERS))
+
+    def _place(self, tree, spec):
+        sharding = NamedSharding(self.mesh, spec)
+
+        def place(leaf):
+            if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+                return jax.random.wrap_key_data(place(jax.random.key_data(leaf)), impl=jax.random.key_impl(leaf))
+            leaf = np.asarray(leaf)
+            return jax.make_array_from_callback(leaf.shape, sharding, lambda index: leaf[index])
+
+        return jax.tree.map(place, tree)
 
     def _map(self, fn, *xs):
         # lax.map vmaps its chunks even at batch_size=1, which would batch every switch index: map plainly then.
@@ -94,12 +149,59 @@ class Population:
         names = self.space.gene("optimizer").choices
         return [make_optimizer(name, lr, wd, self.config.clip_norm) for name in names]
 
-    def _init(self, keys: jax.Array, genomes: jax.Array) -> MemberState:
-        def one(key, genome):
-            params = self.model.init(key, genome)
-            return MemberState(params, tuple(opt.init(params) for opt in self._optimizers(genome)))
+    def _init_member(self, key: jax.Array, genome: jax.Array) -> MemberState:
+        params = self.model.init(key, genome)
+        return MemberState(params, tuple(opt.init(params) for opt in self._optimizers(genome)))
 
-        return self._map(one, keys, genomes)
+    def _init(self, keys: jax.Array, genomes: jax.Array) -> MemberState:
+        return self._map(self._init_member, keys, genomes)
+
+    def member_bytes(self) -> int:
+        """Bytes of one member's state (stored parameters and optimizer states), found without allocating."""
+        genome = jax.ShapeDtypeStruct((self.space.num_genes,), jnp.int32)
+        state = jax.eval_shape(self._init_member, jax.random.key(0), genome)
+        return sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(state))
+
+    def chunk_size(self, memory_budget_bytes: int) -> int:
+        """Members trained at once within the budget. Each holds its state, the donated step's new state and
+        the evaluation's copy at worst; activations are per device, for one member at a time."""
+        fitting = memory_budget_bytes // (3 * self.member_bytes())
+        return max(self.num_devices, fitting // self.num_devices * self.num_devices)
+
+    def fit(self, keys: jax.Array, genomes: np.ndarray, train: Split, validation: Split, key_train: jax.Array,
+            steps: int, chunk_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Initializes, trains and evaluates members, `chunk_size` at a time, all chunks through the same
+        compiled programs.
+
+        Args:
+            keys: one init key per member. genomes: int32[N, G] on the host.
+            train, validation: splits placed with `replicate`. key_train: the shared batch and dropout key.
+            steps: per member, a multiple of `config.steps_per_call`.
+            chunk_size: members per chunk, e.g. from `chunk_size(budget)`.
+
+        Returns:
+            Validation accuracy [N], validation loss [N] and every train step's loss [N, steps], on the host.
+        """
+        num = len(genomes)
+        chunk = self.padded_size(min(chunk_size, num))
+        total = -(-num // chunk) * chunk
+        key_data = _pad_rows(np.asarray(jax.random.key_data(keys)), total)
+        genomes = _pad_rows(np.asarray(genomes), total)
+        key_train = self.replicate(key_train)
+        results = []
+        for start in range(0, total, chunk):
+            part = slice(start, start + chunk)
+            chunk_genomes = self.distribute(genomes[part])
+            states = self.init(self.distribute(jax.random.wrap_key_data(key_data[part])), chunk_genomes)
+            losses = []
+            for call in range(steps // self.config.steps_per_call):
+                start_step = self.replicate(np.int32(call * self.config.steps_per_call))
+                states, call_losses = self.train(states, chunk_genomes, train, key_train, start_step)
+                losses.append(call_losses)
+            accuracy, loss = self.evaluate(states, chunk_genomes, validation)
+            del states
+            results.append((_to_host(accuracy), _to_host(loss), np.concatenate([_to_host(x) for x in losses], axis=1)))
+        return tuple(np.concatenate(parts)[:num] for parts in zip(*results))
 
     def _member_loss_and_grads(self, params, genome, tokens, labels, dropout_key):
         def member_loss(params):
@@ -112,11 +214,13 @@ class Population:
         return self._map(lambda p, g: self._member_loss_and_grads(p, g, tokens, labels, dropout_key), params, genomes)
 
     def _train(self, states: MemberState, genomes: jax.Array, data: Split, key: jax.Array, start_step: jax.Array):
-        """`steps_per_call` steps for every member; all members see the same batches and dropout keys."""
-        key_data, key_dropout = jax.random.split(key)
+        """`steps_per_call` steps for every member. With one key, all members see the same batches and dropout
+        masks, so their fitness differs by architecture only; with a key per member, each draws its own."""
         steps = start_step + jnp.arange(self.config.steps_per_call)
+        keys = jnp.broadcast_to(key, genomes.shape[:1])
 
-        def one(state, genome):
+        def one(state, genome, key):
+            key_data, key_dropout = jax.random.split(key)
             optimizers = self._optimizers(genome)
             optimizer_index = genome[self.space.index("optimizer")]
 
@@ -136,7 +240,7 @@ class Population:
 
             return jax.lax.scan(step, state, steps)
 
-        return self._map(one, states, genomes)
+        return self._map(one, states, genomes, keys)
 
     def _evaluate(self, states: MemberState, genomes: jax.Array, data: Split):
         """Accuracy and mean loss of every member on a split, read in fixed-size batches."""
@@ -160,3 +264,22 @@ class Population:
             return correct / count, loss / count
 
         return self._map(one, states, genomes)
+
+
+def _pad_rows(rows: np.ndarray, total: int) -> np.ndarray:
+    """Repeats the last row up to `total` rows; padding members are computed and dropped."""
+    return np.concatenate([rows, np.repeat(rows[-1:], total - len(rows), axis=0)])
+
+
+def _to_host(x: jax.Array) -> np.ndarray:
+    """All of a member-sharded array on every process' host."""
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def memory_budget_bytes() -> int:
+    """Half of what the local devices can hold: their memory on accelerators, the machine's RAM on CPU."""
+    devices = jax.local_devices()
+    stats = devices[0].memory_stats() if devices[0].platform != "cpu" else None
+    if stats and "bytes_limit" in stats:
+        return stats["bytes_limit"] * len(devices) // 2
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2

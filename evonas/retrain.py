@@ -8,7 +8,6 @@ This is the only place in evonas that reads a task's test split.
 """
 
 import dataclasses
-import functools
 import json
 import math
 import time
@@ -24,7 +23,7 @@ from evonas.data import TASK_FILE, TOKENIZER_FILE, TextSplit, read_task_files
 from evonas.export import export_model
 from evonas.models import Architecture, PopulationModel, count_params
 from evonas.population import MemberState, Population, TrainConfig
-from evonas.search import SearchConfig, load_task, to_device
+from evonas.search import SearchConfig, load_task
 from evonas.space import SearchSpace
 from evonas.text import Tokenizer
 
@@ -124,9 +123,9 @@ def retrain(run_dir: str | Path, top_k: int = 1, num_seeds: int = 3, steps: int 
                                                steps_per_call=math.gcd(steps, run.config.steps_per_call),
                                                members_per_vmap=run.config.members_per_vmap))
     genomes = jnp.asarray([r["genome"] for r in records] * num_seeds, jnp.int32)
-    states, diverged = _train_seeds(population, genomes, num_seeds, to_device(train_split), steps, progress)
-    val_accuracy, _ = population.evaluate(states, genomes, to_device(task.validation))
-    test_accuracy, test_loss = population.evaluate(states, genomes, to_device(task.test))
+    states, diverged = _train_seeds(population, genomes, num_seeds, population.put_split(train_split), steps, progress)
+    val_accuracy, _ = population.evaluate(states, genomes, population.put_split(task.validation))
+    test_accuracy, test_loss = population.evaluate(states, genomes, population.put_split(task.test))
     diverged |= ~np.isfinite(np.asarray(test_loss))
     per_seed = {name: np.asarray(values).reshape(num_seeds, top_k).T
                 for name, values in (("val", val_accuracy), ("test", test_accuracy), ("diverged", diverged))}
@@ -164,32 +163,22 @@ def _concatenate(first: TextSplit, second: TextSplit) -> TextSplit:
 
 
 def _train_seeds(population: Population, genomes: jax.Array, num_seeds: int, data, steps: int, progress: bool):
-    """Initializes and trains every member; returns the states and which members' losses went non-finite."""
+    """Initializes and trains every member, each seed with its own init, batches and dropout; returns the
+    states and which members' losses went non-finite."""
     num_members = genomes.shape[0]
     per_seed = num_members // num_seeds
     seed_keys = [jax.random.split(jax.random.key(seed)) for seed in range(num_seeds)]  # (init, train) per seed
     init_keys = jnp.stack([jax.random.fold_in(keys[0], rank) for keys in seed_keys for rank in range(per_seed)])
-    train_keys = jnp.stack([keys[1] for keys in seed_keys])
+    train_keys = jnp.stack([keys[1] for keys in seed_keys for _ in range(per_seed)])
     states = population.init(init_keys, genomes)
-
-    def by_seed(tree):
-        return jax.tree.map(lambda a: a.reshape(num_seeds, per_seed, *a.shape[1:]), tree)
-
-    @functools.partial(jax.jit, donate_argnums=0)
-    def train_call(states, genomes, data, keys, start_step):
-        """One `population.train` call per seed, mapped inside a single compiled program."""
-        return jax.lax.map(lambda xs: population.train(xs[0], xs[1], data, xs[2], start_step), (states, genomes, keys))
-
-    states, seeded_genomes = by_seed(states), by_seed(genomes)
     finite = np.ones(num_members, bool)
-    calls = steps // population.config.steps_per_call
     with tqdm(total=steps, disable=not progress, desc="retrain", unit="step") as bar:
-        for call in range(calls):
+        for call in range(steps // population.config.steps_per_call):
             start_step = jnp.int32(call * population.config.steps_per_call)
-            states, losses = train_call(states, seeded_genomes, data, train_keys, start_step)
-            finite &= np.isfinite(np.asarray(losses)).all(axis=-1).reshape(-1)
+            states, losses = population.train(states, genomes, data, train_keys, start_step)
+            finite &= np.isfinite(np.asarray(losses)).all(axis=-1)
             bar.update(population.config.steps_per_call)
-    return jax.tree.map(lambda a: a.reshape(num_members, *a.shape[2:]), states), ~finite
+    return states, ~finite
 
 
 def _best_by_validation(per_seed) -> tuple[int, int]:

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from evonas import data as data_lib
 from evonas.checkpoint import Checkpoints, Progress, ResumeError
 from evonas.models import Architecture, PopulationModel, count_params, forward_flops
-from evonas.population import Population, Split, TrainConfig
+from evonas.population import Population, TrainConfig, memory_budget_bytes
 from evonas.space import SearchSpace, text_classifier_space
 from evonas.strategies import STRATEGIES
 
@@ -39,6 +39,7 @@ class SearchConfig:
     batch_size: int = 32
     steps_per_call: int = 25
     members_per_vmap: int = 1
+    memory_budget_gb: float | None = None  # for the members trained at once; None: half the RAM or device memory
     task: str = "listops"
     task_seed: int = 0  # the data stays the same across search seeds
     # A prepared TFDS text-classification dataset (catalog or `evonas data import`), used instead of `task`.
@@ -67,6 +68,8 @@ class SearchConfig:
         space_options = set(inspect.signature(text_classifier_space).parameters)
         if unknown := set(self.space) - space_options:
             raise ValueError(f"unknown space options {sorted(unknown)}; known are {sorted(space_options)}")
+        if self.memory_budget_gb is not None and self.memory_budget_gb <= 0:
+            raise ValueError(f"memory_budget_gb must be positive, got {self.memory_budget_gb}")
         for name in ("population_size", "sample_size", "num_children", "children_per_generation", "steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -107,10 +110,6 @@ def make_strategy(config: SearchConfig, space: SearchSpace):
         return STRATEGIES["random"](space, **sizes)
     return STRATEGIES[config.strategy](space, sample_size=config.sample_size, mutation_rate=config.mutation_rate,
                                        crossover_rate=config.crossover_rate, **sizes)
-
-
-def to_device(split: data_lib.TextSplit) -> Split:
-    return Split(jnp.asarray(split.tokens), jnp.asarray(split.labels))
 
 
 CHECKPOINTS = "checkpoints"  # the run directory's subdirectory of per-generation checkpoints
@@ -163,10 +162,11 @@ def run_search(config: SearchConfig, out_dir: str | Path, progress: bool = True,
     model = PopulationModel(space, task.vocab_size, task.max_length, task.num_classes)
     population = Population(model, config.train_config())
     strategy = make_strategy(config, space)
-    train, validation = to_device(task.train), to_device(task.validation)
+    train, validation = population.put_split(task.train), population.put_split(task.validation)
+    budget = memory_budget_bytes() if config.memory_budget_gb is None else int(config.memory_budget_gb * 2**30)
+    chunk_size = population.chunk_size(budget)
     key = jax.random.key(config.seed)
     num_generations = config.num_children // config.children_per_generation
-    calls = config.steps // population.config.steps_per_call
     with Checkpoints(out / CHECKPOINTS) as checkpoints, open(out / "history.jsonl", "ab") as log, \
             tqdm(total=config.num_children, disable=not progress, desc=f"{config.strategy} search", unit="child") as bar:
         earlier = Progress(strategy.init(), history_bytes=0, wall_seconds=0.0, compilations=0)
@@ -181,16 +181,11 @@ def run_search(config: SearchConfig, out_dir: str | Path, progress: bool = True,
         for generation in range(int(state.generation), num_generations):
             key_ask, key_init, key_train = jax.random.split(jax.random.fold_in(key, generation), 3)
             children, parents = strategy.ask(key_ask, state)
-            states = population.init(jax.random.split(key_init, config.children_per_generation), children)
-            losses = []
-            for call in range(calls):
-                step0 = jnp.int32(call * population.config.steps_per_call)
-                states, call_losses = population.train(states, children, train, key_train, step0)
-                losses.append(call_losses)
-            accuracy, val_loss = population.evaluate(states, children, validation)
-            losses = np.concatenate([np.asarray(x) for x in losses], axis=1)
-            diverged = ~np.isfinite(losses).all(axis=1) | ~np.isfinite(np.asarray(val_loss))
-            fitness = np.where(diverged, -np.inf, np.asarray(accuracy))
+            accuracy, val_loss, losses = population.fit(
+                jax.random.split(key_init, config.children_per_generation), np.asarray(children), train, validation,
+                key_train, config.steps, chunk_size)
+            diverged = ~np.isfinite(losses).all(axis=1) | ~np.isfinite(val_loss)
+            fitness = np.where(diverged, -np.inf, accuracy)
             first_id = int(state.next_id)
             state = strategy.tell(state, children, jnp.asarray(fitness, jnp.float32))
             for j, genome in enumerate(np.asarray(children)):
@@ -248,6 +243,6 @@ def summarize(space: SearchSpace, history, config: SearchConfig, compilations: i
         "generations": config.num_children // config.children_per_generation,
         "strategy": config.strategy,
         "seed": config.seed,
-        "wall_seconds": wall_seconds,
-        "compilations": compilations,
+        "wall_seconds": float(wall_seconds),
+        "compilations": int(compilations),
     }

@@ -41,9 +41,10 @@ def test_run_directory_holds_history_config_and_summary(run_dir):
     assert SearchConfig.from_dict(config["config"]).num_children == 8
 
 
-def test_same_seed_gives_identical_history(run_dir, tmp_path):
-    run_search(small_config(), tmp_path, progress=False)
+def test_same_seed_gives_identical_history_whatever_the_memory_budget(run_dir, tmp_path):
+    summary = run_search(small_config(memory_budget_gb=1e-6), tmp_path, progress=False)  # one member at a time
     assert (tmp_path / "history.jsonl").read_bytes() == (run_dir / "history.jsonl").read_bytes()
+    assert summary["compilations"] == 3
 
 
 def test_compilations_do_not_grow_with_children(run_dir, tmp_path):
@@ -58,6 +59,8 @@ def test_bad_settings_raise_clear_errors():
         small_config(strategy="annealing")
     with pytest.raises(ValueError, match=r"unknown config keys \['populaton'\]"):
         SearchConfig.from_dict({"populaton": 3})
+    with pytest.raises(ValueError, match="memory_budget_gb must be positive"):
+        small_config(memory_budget_gb=0)
 
 
 def test_cli_search_prints_best_architecture(tmp_path, capsys):
