@@ -1,0 +1,231 @@
+"""The peer of the benchmark: evonas's architectures written in PyTorch, trained one after another in eager mode.
+
+This is how NNI or NASLib train candidates: one `nn.Module` per architecture, no compilation,
+2 intra-op threads. The modules do the same matmuls at the same shapes as evonas's
+`TextClassifier` (embedding, positional table, pre-norm residual blocks, final LayerNorm,
+pooling, head) and train with the same optimizers behind global-norm clipping at 1; they are
+not meant to match it numerically (initialisers, GRU/LSTM biases and padding inside the
+recurrences differ). Architectures arrive as `Architecture.to_dict()` dicts, so that this file
+and its process import neither JAX nor evonas.
+"""
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from peak_memory import peak_rss_bytes
+from torch import nn
+from torch.nn import functional as F
+
+ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "swish": F.silu, "tanh": torch.tanh}
+MASKED = -1e9
+
+
+class Attention(nn.Module):
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv, self.out = nn.Linear(width, 3 * width), nn.Linear(width, width)
+
+    def forward(self, x, mask):
+        batch, length, width = x.shape
+        q, k, v = (t.view(batch, length, self.heads, -1).transpose(1, 2) for t in self.qkv(x).chunk(3, dim=-1))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
+        return self.out(out.transpose(1, 2).reshape(batch, length, width))
+
+
+class Convolution(nn.Module):
+    def __init__(self, width: int, kernel_size: int, activation):
+        super().__init__()
+        self.conv, self.activation = nn.Conv1d(width, width, kernel_size, padding=kernel_size // 2), activation
+
+    def forward(self, x, mask):
+        x = (x * mask[..., None]).transpose(1, 2)
+        return self.activation(self.conv(x).transpose(1, 2))
+
+
+class GatedMLP(nn.Module):
+    def __init__(self, width: int, expansion: int, activation):
+        super().__init__()
+        self.up, self.down = nn.Linear(width, 2 * expansion * width), nn.Linear(expansion * width, width)
+        self.activation = activation
+
+    def forward(self, x, mask):
+        gate, value = self.up(x).chunk(2, dim=-1)
+        return self.down(self.activation(gate) * value)
+
+
+class Recurrent(nn.Module):
+    def __init__(self, width: int, cell: str):
+        super().__init__()
+        self.rnn = (nn.GRU if cell == "gru" else nn.LSTM)(width, width, batch_first=True)
+
+    def forward(self, x, mask):
+        return self.rnn(x)[0]
+
+
+def make_op(op: str, width: int, heads: int, expansion: int, activation) -> nn.Module:
+    if op == "attention":
+        return Attention(width, heads)
+    if op.startswith("conv"):
+        return Convolution(width, int(op[4:]), activation)
+    if op == "gated_mlp":
+        return GatedMLP(width, expansion, activation)
+    return Recurrent(width, op)
+
+
+def make_norm(norm: str, width: int) -> nn.Module:
+    return {"layernorm": nn.LayerNorm, "rmsnorm": nn.RMSNorm}.get(norm, lambda _: nn.Identity())(width)
+
+
+class Block(nn.Module):
+    """Pre-norm residual block: x + dropout(op(norm(x))), padding zeroed."""
+
+    def __init__(self, block: dict[str, str], arch: dict[str, Any]):
+        super().__init__()
+        width = arch["width"]
+        self.norm = make_norm(block["norm"], width)
+        self.op = make_op(block["op"], width, arch["heads"], arch["ffn_expansion"], ACTIVATIONS[block["activation"]])
+        self.dropout = nn.Dropout(arch["dropout"])
+
+    def forward(self, x, mask):
+        return (x + self.dropout(self.op(self.norm(x), mask))) * mask[..., None]
+
+
+def sinusoidal_positions(length: int, width: int) -> torch.Tensor:
+    position = torch.arange(length, dtype=torch.float32)[:, None]
+    frequency = torch.exp(-math.log(10000.0) * torch.arange(0, width, 2, dtype=torch.float32) / width)
+    table = torch.zeros(length, width)
+    table[:, 0::2], table[:, 1::2] = torch.sin(position * frequency), torch.cos(position * frequency)
+    return table
+
+
+class TextClassifier(nn.Module):
+    """Token ids [B, L] -> logits [B, C], the same layers as evonas.models.TextClassifier."""
+
+    def __init__(self, arch: dict[str, Any], vocab_size: int, max_length: int, num_classes: int):
+        super().__init__()
+        width, self.pooling = arch["width"], arch["pooling"]
+        self.embed = nn.Embedding(vocab_size, width)
+        table = sinusoidal_positions(max_length, width) if arch["positional"] == "sinusoidal" else torch.zeros(
+            max_length, width)
+        self.position = nn.Parameter(0.02 * torch.randn(max_length, width)) if arch["positional"] == "learned" else None
+        self.register_buffer("fixed_position", table)
+        self.blocks = nn.ModuleList(Block(block, arch) for block in arch["blocks"])
+        self.final_norm, self.head = nn.LayerNorm(width), nn.Linear(width, num_classes)
+
+    def forward(self, tokens, mask):
+        length = tokens.shape[1]
+        position = self.position if self.position is not None else self.fixed_position
+        x = (self.embed(tokens) + position[:length]) * mask[..., None]
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.head(pool(self.final_norm(x), mask, self.pooling))
+
+
+def pool(x, mask, pooling: str):
+    if pooling == "mean":
+        return (x * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+    if pooling == "max":
+        return x.masked_fill(~mask[..., None], MASKED).amax(1)
+    if pooling == "first":
+        return x[:, 0]
+    last = (mask.sum(1) - 1).clamp(min=0)
+    return x[torch.arange(x.shape[0]), last]
+
+
+class Lion(torch.optim.Optimizer):
+    """Lion (Chen et al. 2023), which torch.optim lacks; decoupled weight decay as in optax.lion."""
+
+    def __init__(self, params, lr: float, weight_decay: float, betas=(0.9, 0.99)):
+        super().__init__(params, {"lr": lr, "weight_decay": weight_decay, "betas": betas})
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                momentum = self.state[p].setdefault("momentum", torch.zeros_like(p))
+                update = (beta1 * momentum + (1 - beta1) * p.grad).sign_() + group["weight_decay"] * p
+                p.add_(update, alpha=-group["lr"])
+                momentum.mul_(beta2).add_(p.grad, alpha=1 - beta2)
+
+
+def make_optimizer(arch: dict[str, Any], params) -> torch.optim.Optimizer:
+    """evonas's optimizers: adamw, lion (lr / 10, weight decay x 10) or sgd with momentum 0.9 and added decay."""
+    lr, wd = arch["learning_rate"], arch["weight_decay"]
+    if arch["optimizer"] == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    if arch["optimizer"] == "lion":
+        return Lion(params, lr=lr / 10.0, weight_decay=wd * 10.0)
+    return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=wd)
+
+
+def train_loop(archs: list[dict[str, Any]], tokens: np.ndarray, labels: np.ndarray, vocab_size: int,
+               num_classes: int, batch_size: int, steps: int, seed: int = 0) -> dict[str, Any]:
+    """Trains every architecture for `steps` steps, one after the other; times in seconds.
+
+    The first step of each architecture is timed apart (warm-up); steady-state time is the rest.
+    """
+    torch.set_num_threads(2)
+    torch.manual_seed(seed)
+    tokens, labels = torch.from_numpy(tokens).long(), torch.from_numpy(labels).long()
+    generator = torch.Generator().manual_seed(seed)
+    start = time.perf_counter()
+    setup_seconds = first_step_seconds = steady_seconds = 0.0
+    final_losses = []
+    for arch in archs:
+        setup_start = time.perf_counter()
+        model = TextClassifier(arch, vocab_size, tokens.shape[1], num_classes)
+        optimizer = make_optimizer(arch, model.parameters())
+        setup_seconds += time.perf_counter() - setup_start
+        for step in range(steps):
+            step_start = time.perf_counter()
+            rows = torch.randint(0, len(labels), (batch_size,), generator=generator)
+            batch_tokens, batch_labels = tokens[rows], labels[rows]
+            loss = F.cross_entropy(model(batch_tokens, batch_tokens != 0), batch_labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            if step == 0:
+                first_step_seconds += time.perf_counter() - step_start
+            else:
+                steady_seconds += time.perf_counter() - step_start
+        final_losses.append(loss.item())
+    return {"total_seconds": time.perf_counter() - start, "setup_seconds": setup_seconds,
+            "first_step_seconds": first_step_seconds, "steady_seconds": steady_seconds, "final_losses": final_losses}
+
+
+def main(spec_path: str, result_path: str) -> None:
+    """A child process of bench_population.py: the torch loop over the spec's architectures."""
+    spec = json.loads(Path(spec_path).read_text())
+    data, config = np.load(spec["data"]), spec["config"]
+    memory_before = peak_rss_bytes()
+    result = train_loop(spec["archs"], data["tokens"], data["labels"], spec["vocab_size"], spec["num_classes"],
+                        config["batch_size"], config["steps"])
+    losses = np.asarray(result.pop("final_losses"))
+    malloc_environment = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_"))
+    result |= {
+        "compile_seconds": 0.0,
+        "steady_steps_per_member": config["steps"] - 1,
+        "compilations": 0,
+        "peak_memory_bytes": peak_rss_bytes(),
+        "memory_before_method_bytes": memory_before,
+        "allocator": f"glibc {malloc_environment}" if malloc_environment else "glibc default",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "mean_final_loss": float(np.mean(losses[np.isfinite(losses)])),
+        "diverged": int(np.sum(~np.isfinite(losses))),
+    }
+    Path(result_path).write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
