@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     _data_parser(subparsers)
     args = parser.parse_args(argv)
     _log_to_stderr()
+    _keep_compiled_programs()
     if args.command == "search":
         return _search(args)
     if args.command == "retrain":
@@ -127,6 +128,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "data":
         return _data_import(args)
     return 2
+
+
+def _keep_compiled_programs() -> None:
+    """JAX's persistent compilation cache, so that a new search of a space compiled before skips its minute of
+    compiling; a cache directory the user chose (JAX_COMPILATION_CACHE_DIR) is kept."""
+    import jax
+
+    if not jax.config.jax_compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", str(Path.home() / ".cache" / "evonas" / "jax"))
 
 
 def _log_to_stderr() -> None:

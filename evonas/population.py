@@ -185,8 +185,8 @@ class Population:
         num = len(genomes)
         chunk = self.padded_size(min(chunk_size, num))
         total = -(-num // chunk) * chunk
-        key_data = _pad_rows(np.asarray(jax.random.key_data(keys)), total)
-        genomes = _pad_rows(np.asarray(genomes), total)
+        key_data = np.asarray(jax.random.key_data(pad_members(keys, total)))
+        genomes = np.asarray(pad_members(genomes, total))
         key_train = self.replicate(key_train)
         results = []
         for start in range(0, total, chunk):
@@ -266,9 +266,10 @@ class Population:
         return self._map(one, states, genomes)
 
 
-def _pad_rows(rows: np.ndarray, total: int) -> np.ndarray:
-    """Repeats the last row up to `total` rows; padding members are computed and dropped."""
-    return np.concatenate([rows, np.repeat(rows[-1:], total - len(rows), axis=0)])
+def pad_members(rows: jax.Array, total: int) -> jax.Array:
+    """Repeats the last member up to `total` members (e.g. `padded_size`); padding members are computed and
+    dropped."""
+    return jnp.concatenate([rows, jnp.repeat(rows[-1:], total - len(rows), axis=0)])
 
 
 def _to_host(x: jax.Array) -> np.ndarray:

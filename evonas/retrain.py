@@ -22,7 +22,7 @@ from tqdm import tqdm
 from evonas.data import TASK_FILE, TOKENIZER_FILE, TextSplit, read_task_files
 from evonas.export import export_model
 from evonas.models import Architecture, PopulationModel, count_params
-from evonas.population import MemberState, Population, TrainConfig
+from evonas.population import MemberState, Population, TrainConfig, pad_members
 from evonas.search import SearchConfig, load_task
 from evonas.space import SearchSpace
 from evonas.text import Tokenizer
@@ -122,11 +122,15 @@ def retrain(run_dir: str | Path, top_k: int = 1, num_seeds: int = 3, steps: int 
     population = Population(model, TrainConfig(batch_size=run.config.batch_size,
                                                steps_per_call=math.gcd(steps, run.config.steps_per_call),
                                                members_per_vmap=run.config.members_per_vmap))
-    genomes = jnp.asarray([r["genome"] for r in records] * num_seeds, jnp.int32)
-    states, diverged = _train_seeds(population, genomes, num_seeds, population.put_split(train_split), steps, progress)
+    num_members = top_k * num_seeds
+    genomes = pad_members(jnp.asarray([r["genome"] for r in records] * num_seeds, jnp.int32),
+                          population.padded_size(num_members))
+    states, diverged = _train_seeds(population, genomes, num_seeds, top_k, population.put_split(train_split), steps,
+                                    progress)
     val_accuracy, _ = population.evaluate(states, genomes, population.put_split(task.validation))
     test_accuracy, test_loss = population.evaluate(states, genomes, population.put_split(task.test))
-    diverged |= ~np.isfinite(np.asarray(test_loss))
+    val_accuracy, test_accuracy = val_accuracy[:num_members], test_accuracy[:num_members]
+    diverged = diverged[:num_members] | ~np.isfinite(np.asarray(test_loss[:num_members]))
     per_seed = {name: np.asarray(values).reshape(num_seeds, top_k).T
                 for name, values in (("val", val_accuracy), ("test", test_accuracy), ("diverged", diverged))}
 
@@ -162,14 +166,15 @@ def _concatenate(first: TextSplit, second: TextSplit) -> TextSplit:
     return TextSplit(np.concatenate([first.tokens, second.tokens]), np.concatenate([first.labels, second.labels]))
 
 
-def _train_seeds(population: Population, genomes: jax.Array, num_seeds: int, data, steps: int, progress: bool):
+def _train_seeds(population: Population, genomes: jax.Array, num_seeds: int, per_seed: int, data, steps: int,
+                 progress: bool):
     """Initializes and trains every member, each seed with its own init, batches and dropout; returns the
     states and which members' losses went non-finite."""
-    num_members = genomes.shape[0]
-    per_seed = num_members // num_seeds
+    num_members = genomes.shape[0]  # num_seeds x per_seed genomes, then padding members
     seed_keys = [jax.random.split(jax.random.key(seed)) for seed in range(num_seeds)]  # (init, train) per seed
     init_keys = jnp.stack([jax.random.fold_in(keys[0], rank) for keys in seed_keys for rank in range(per_seed)])
     train_keys = jnp.stack([keys[1] for keys in seed_keys for _ in range(per_seed)])
+    init_keys, train_keys = pad_members(init_keys, num_members), pad_members(train_keys, num_members)
     states = population.init(init_keys, genomes)
     finite = np.ones(num_members, bool)
     with tqdm(total=steps, disable=not progress, desc="retrain", unit="step") as bar:
