@@ -262,17 +262,28 @@ def _leading_slice(stored: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     return stored[tuple(slice(0, d) for d in shape)]
 
 
-def _pad_to(value: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-    return jnp.pad(value, [(0, full - part) for part, full in zip(value.shape, shape)])
+def _fan_in(name: str, shape: tuple[int, ...]) -> int:
+    """Flax's fan-in of a variance-scaled initializer: embeddings spread their last axis, kernels all but it."""
+    return shape[-1] if name == "embedding" else int(np.prod(shape[:-1]))
+
+
+def _rescaled_to_exact_fan_in(stored: Params, exact_options: list[Params], option: jax.Array) -> Params:
+    """Rescales each fan-in-initialized array, drawn at its stored size, to the fan-in of its exact shape
+    under the traced `option` (an index into `exact_options`)."""
+
+    def rescale(path, value, *exact):
+        name = path[-1].key
+        if name not in ("kernel", "recurrent", "embedding"):  # biases, norm scales: constants
+            return value
+        factors = [np.sqrt(_fan_in(name, value.shape) / _fan_in(name, e.shape)) for e in exact]
+        return value * jnp.asarray(factors, value.dtype)[option]
+
+    return jax.tree_util.tree_map_with_path(rescale, stored, *exact_options)
 
 
 def take(stored: Params, shapes: Params) -> Params:
     """The leading corner of every stored array, cut to the exact shapes of `shapes`."""
     return jax.tree.map(lambda a, s: _leading_slice(a, s.shape), stored, shapes)
-
-
-def pad_like(exact: Params, stored_shapes: Params) -> Params:
-    return jax.tree.map(lambda a, s: _pad_to(a, s.shape), exact, stored_shapes)
 
 
 @functools.cache
@@ -354,45 +365,47 @@ class PopulationModel:
     # ---- initialisation -------------------------------------------------------------
 
     def init(self, key: jax.Array, genome: jax.Array) -> Params:
-        """Stored parameters whose used corner is distributed as the standalone model's init."""
-        branches = [functools.partial(self._init_at_width, width, key, genome) for width in self.choices["width"]]
-        return jax.lax.switch(self._index(genome, "width"), branches)
+        """Stored parameters whose used corner is distributed as the standalone model's init.
 
-    def _init_at_width(self, width, key, genome):
-        wmax, length = self.max_width, self.max_length
+        Every array is drawn once at its stored size by the standalone model's own Flax initializers,
+        and each fan-in-scaled one (kernels, embeddings) is rescaled to the fan-in of the genome's exact
+        shape. Entries are i.i.d., so the corner a genome uses is an exact-size draw, and the program
+        needs no switch over widths and variants, which made it slow to compile.
+        """
+        wmax, width_index = self.max_width, self._index(genome, "width")
         key_embed, key_position, key_blocks, key_head = jax.random.split(key, 4)
-        x = jnp.zeros((1, 4, width))
-        embed = nn.Embed(self.vocab_size, width).init(key_embed, jnp.zeros((1, 4), jnp.int32))["params"]
+        # lazy_init: shapes in, parameters out, without running the modules' forward pass.
+        x, tokens = jax.ShapeDtypeStruct((1, 4, wmax), jnp.float32), jax.ShapeDtypeStruct((1, 4), jnp.int32)
         stored = {
-            "embed": {"embedding": _pad_to(embed["embedding"], (self.vocab_size, wmax))},
-            "final_norm": pad_like(nn.LayerNorm().init(key, x)["params"], {"scale": jnp.zeros(wmax), "bias": jnp.zeros(wmax)}),
-            "head": pad_like(
-                nn.Dense(self.num_classes).init(key_head, x)["params"],
-                {"kernel": jnp.zeros((wmax, self.num_classes)), "bias": jnp.zeros(self.num_classes)},
-            ),
+            "embed": nn.Embed(self.vocab_size, wmax).lazy_init(key_embed, tokens)["params"],
+            "final_norm": nn.LayerNorm().lazy_init(key, x)["params"],
+            "head": nn.Dense(self.num_classes).lazy_init(key_head, x)["params"],
         }
+        exact = [{"embed": {"embedding": jax.ShapeDtypeStruct((self.vocab_size, w), jnp.float32)},
+                  "final_norm": module_param_shapes("layernorm", w),
+                  "head": module_param_shapes("head", w, num_classes=self.num_classes)} for w in self.choices["width"]]
+        stored = _rescaled_to_exact_fan_in(stored, exact, width_index)
         if "learned" in self.choices["positional"]:
-            position = nn.initializers.normal(0.02)(key_position, (length, width))
-            stored["position"] = _pad_to(position, (length, wmax))
-        slot_keys = jax.random.split(key_blocks, self.num_slots)
+            stored["position"] = nn.initializers.normal(0.02)(key_position, (self.max_length, wmax))
         slot_ops = jnp.stack([self._index(genome, f"block{i}_op") for i in range(self.num_slots)])
-        stored["blocks"] = jax.vmap(functools.partial(self._init_slot, width, genome))(slot_keys, slot_ops)
+        init_slot = functools.partial(self._init_slot, genome, width_index)
+        stored["blocks"] = jax.vmap(init_slot)(jax.random.split(key_blocks, self.num_slots), slot_ops)
         return stored
 
-    def _init_slot(self, width, genome, key, op_index):
-        x, wmax = jnp.zeros((1, 4, width)), self.max_width
-        norms = {
-            "layernorm": pad_like(nn.LayerNorm().init(key, x)["params"], module_param_shapes("layernorm", wmax)),
-            "rmsnorm": pad_like(nn.RMSNorm().init(key, x)["params"], module_param_shapes("rmsnorm", wmax)),
-        }
+    def _init_slot(self, genome, width_index, key, op_index):
+        x, wmax = jax.ShapeDtypeStruct((1, 4, self.max_width), jnp.float32), self.max_width
+        mask = jax.ShapeDtypeStruct((1, 4), jnp.bool_)
+        norms = {"layernorm": nn.LayerNorm().lazy_init(key, x)["params"],
+                 "rmsnorm": nn.RMSNorm().lazy_init(key, x)["params"]}
         ops = {}
         for family, family_key in zip(self.families, jax.random.split(key, len(self.families))):
-            max_shapes = self._op_shapes(family, wmax, self._max_variant(family))
+            largest = self._max_variant(family)
+            op = f"conv{largest}" if family == "conv" else family
+            params = make_op(op, wmax, 1, largest, ACTIVATION_FNS["relu"]).lazy_init(family_key, x, mask)["params"]
             variants = self._family_variants(family)
-            inits = [
-                functools.partial(self._init_op, family, width, variant, family_key, max_shapes) for variant in variants
-            ]
-            ops[family] = jax.lax.switch(self._variant_index(family, genome, op_index), inits)
+            exact = [self._op_shapes(family, w, v) for w in self.choices["width"] for v in variants]
+            option = width_index * len(variants) + self._variant_index(family, genome, op_index)
+            ops[family] = _rescaled_to_exact_fan_in(params, exact, option)
         return {"norm": {n: norms[n] for n in self.norms}, "op": ops}
 
     def _family_variants(self, family):
@@ -409,12 +422,6 @@ class PopulationModel:
             table = [self.conv_kernels.index(int(op[4:])) if op.startswith("conv") else len(self.conv_kernels) - 1 for op in slot_ops]
             return jnp.asarray(table)[op_index]
         return 0
-
-    def _init_op(self, family, width, variant, key, max_shapes):
-        op = f"conv{variant}" if family == "conv" else family
-        module = make_op(op, width, 1, variant, ACTIVATION_FNS["relu"])
-        params = module.init(key, jnp.zeros((1, 4, width)), jnp.ones((1, 4), bool))["params"]
-        return pad_like(params, max_shapes)
 
     # ---- forward pass ---------------------------------------------------------------
 
@@ -445,7 +452,7 @@ class PopulationModel:
             key = None if dropout_key is None else jax.random.fold_in(dropout_key, index)
             block = functools.partial(self._block, width, genome, slot_params, op, activation, norm, key, x, mask)
             # Recomputed in the backward pass: otherwise cond keeps zero-filled residuals of every branch.
-            return jax.lax.cond(index < num_blocks, jax.checkpoint(block), lambda: x), None
+            return jax.lax.cond(index < num_blocks, block, lambda: x), None
 
         slots = (stored["blocks"], per_slot["op"], per_slot["activation"], per_slot["norm"], jnp.arange(self.num_slots))
         x, _ = jax.lax.scan(run_slot, x, slots)

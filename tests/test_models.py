@@ -47,8 +47,11 @@ def setting():
 
         ref_loss, ref_grads = jax.value_and_grad(standalone_loss)(params)
         member_grads = jax.tree.map(lambda a, i=i: a[i], grads)
-        members.append(dict(arch=arch, loss=float(losses[i]), grads=member_grads, ref_loss=float(ref_loss),
-                            ref_grads=ref_grads, used_grads=model.extract(arch, member_grads)))
+        ref_init = TextClassifier(arch, task.vocab_size, task.max_length, task.num_classes).init(
+            jax.random.key(3), tokens, tokens != 0)["params"]
+        members.append({"arch": arch, "loss": float(losses[i]), "grads": member_grads, "ref_loss": float(ref_loss),
+                        "ref_grads": ref_grads, "used_grads": model.extract(arch, member_grads), "init": params,
+                        "ref_init": ref_init})
     return members
 
 
@@ -123,3 +126,16 @@ def test_population_model_rejects_blocks_with_different_choices():
     genes = [Gene(g.name, ("attention", "gru")) if g.name == "block1_op" else g for g in space.genes]
     with pytest.raises(ValueError, match="same op choices"):
         PopulationModel(SearchSpace(tuple(genes)), vocab_size=16, max_length=8, num_classes=2)
+
+
+def test_population_init_draws_each_member_like_its_standalone_init(setting):
+    """Same constants, and every random array (500+ entries) with the standalone init's spread within 15%."""
+    for m in setting:
+        def check(path, mine, reference, arch=m["arch"]):
+            name = f"{arch.width=} {jax.tree_util.keystr(path)}"
+            if float(jnp.std(reference)) == 0:
+                np.testing.assert_array_equal(mine, reference, err_msg=name)
+            elif reference.size >= 500:
+                assert abs(np.log(float(jnp.std(mine)) / float(jnp.std(reference)))) < 0.15, name
+
+        jax.tree_util.tree_map_with_path(check, m["init"], m["ref_init"])
