@@ -321,6 +321,8 @@ def run_method(method: str, spec_path: Path, log) -> dict[str, Any] | None:
             log(f"  {method}: skipped, torch is not installed (pip install -e '.[bench]')")
             return None
         command = [sys.executable, str(HERE / "torch_models.py"), str(spec_path), str(result_path)]
+        # libgomp's spin-waiting made 2-thread torch 6-12x slower on this shared machine under load (README).
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         if method == "torch_loop_same_allocator":
             env |= GLIBC_ENVIRONMENT
     else:
@@ -417,8 +419,10 @@ def run_benchmark(configs: Sequence[BenchConfig], log=print) -> dict[str, Any]:
         "allocator_by_method": {"evonas": "allocator", "natural_loop": "allocator", "scan_loop": "allocator",
                                 "torch_loop": "glibc default",
                                 "torch_loop_same_allocator": "allocator, as glibc environment variables"},
+        "torch_omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "jax": jax.__version__,
                     "xla_flags": os.environ.get("XLA_FLAGS", ""),
+                    "jax_compilation_cache_dir": os.environ.get("JAX_COMPILATION_CACHE_DIR", ""),  # warm: no compile
                     "loadavg_start": load_start, "loadavg_end": os.getloadavg()},
         "source_md5": sources,  # the evonas modules change often; this names the measured version
         "source_changed_during_run": source_hashes() != sources,
