@@ -1,8 +1,8 @@
 """Benchmark: a population trained by evonas against training the same architectures one at a time.
 
 Command:
-    python experiments/bench_population.py --out experiments/results/bench_population.json   # ~25 min
-    python experiments/bench_population.py --out /tmp/bench.json --quick   # CI smoke run, ~2 min
+    python experiments/bench_population.py --out experiments/results/bench_population.json   # ~30 min
+    python experiments/bench_population.py --out /tmp/bench.json --quick   # CI smoke run, < 2 min
 
 The same distinct random genomes (fixed key) are trained for the same number of steps, with
 the same batch size and ListOps data (length 64, 10 classes), five ways, each in a process of
