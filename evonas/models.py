@@ -324,9 +324,11 @@ class PopulationModel:
     """Every architecture of a space behind one set of traced genes.
 
     Parameters are stored at the largest size the space allows: one slot per possible
-    block, each holding the parameters of every op family. A genome selects, through
-    unbatched `lax.switch` and `lax.cond`, which stored parameters are used and at what
-    exact size, so a member computes exactly what its standalone `TextClassifier` does.
+    block, each holding one flat buffer that every op family reads its parameters from
+    (a member's genome never changes, so its slot only ever holds the family it uses). A
+    genome selects, through unbatched `lax.switch` and `lax.cond`, which stored parameters
+    are used and at what exact size, so a member computes exactly what its standalone
+    `TextClassifier` does.
     """
 
     def __init__(self, space: SearchSpace, vocab_size: int, max_length: int, num_classes: int):
@@ -341,6 +343,7 @@ class PopulationModel:
         self.conv_kernels = sorted(int(op[4:]) for op in ops if op.startswith("conv"))
         self.norms = sorted({n for i in range(self.num_slots) for n in self.choices[f"block{i}_norm"]} - {"none"})
         self.max_width = max(self.choices["width"])
+        self.op_buffer_size = max((count_params(self._family_shapes(f)) for f in self.families), default=0)
         self.stored_shapes = jax.eval_shape(self.init, jax.random.key(0), jnp.zeros(space.num_genes, jnp.int32))
 
     def _index(self, genome, name):
@@ -361,6 +364,22 @@ class PopulationModel:
         if family == "conv":
             return max(self.conv_kernels)
         return max(self.choices["ffn_expansion"]) if family == "gated_mlp" else 1
+
+    def _family_shapes(self, family: str) -> Params:
+        """A family's parameter shapes at the largest width and variant: what a slot's buffer holds."""
+        return self._op_shapes(family, self.max_width, self._max_variant(family))
+
+    def pack(self, family: str, params: Params) -> jax.Array:
+        """A family's largest-size parameters as one slot buffer [op_buffer_size]."""
+        flat = jnp.concatenate([leaf.ravel() for leaf in jax.tree.leaves(params)])
+        return jnp.pad(flat, (0, self.op_buffer_size - flat.size))
+
+    def unpack(self, family: str, buffer: jax.Array) -> Params:
+        """The family's largest-size parameters read from a slot buffer (`pack`'s inverse)."""
+        shapes, treedef = jax.tree.flatten(self._family_shapes(family))
+        offsets = np.cumsum([0] + [s.size for s in shapes])
+        leaves = [buffer[start:start + s.size].reshape(s.shape) for start, s in zip(offsets, shapes)]
+        return jax.tree.unflatten(treedef, leaves)
 
     # ---- initialisation -------------------------------------------------------------
 
@@ -397,7 +416,7 @@ class PopulationModel:
         mask = jax.ShapeDtypeStruct((1, 4), jnp.bool_)
         norms = {"layernorm": nn.LayerNorm().lazy_init(key, x)["params"],
                  "rmsnorm": nn.RMSNorm().lazy_init(key, x)["params"]}
-        ops = {}
+        buffers = []
         for family, family_key in zip(self.families, jax.random.split(key, len(self.families))):
             largest = self._max_variant(family)
             op = f"conv{largest}" if family == "conv" else family
@@ -405,8 +424,11 @@ class PopulationModel:
             variants = self._family_variants(family)
             exact = [self._op_shapes(family, w, v) for w in self.choices["width"] for v in variants]
             option = width_index * len(variants) + self._variant_index(family, genome, op_index)
-            ops[family] = _rescaled_to_exact_fan_in(params, exact, option)
-        return {"norm": {n: norms[n] for n in self.norms}, "op": ops}
+            buffers.append(self.pack(family, _rescaled_to_exact_fan_in(params, exact, option)))
+        slot_ops = self.choices["block0_op"]
+        family_index = [self.families.index(OP_FAMILY[op]) if op != "identity" else 0 for op in slot_ops]
+        buffers = jnp.stack(buffers) if buffers else jnp.zeros((1, 0))  # a space of identity blocks only
+        return {"norm": {n: norms[n] for n in self.norms}, "op": buffers[jnp.asarray(family_index)[op_index]]}
 
     def _family_variants(self, family):
         if family == "conv":
@@ -483,7 +505,8 @@ class PopulationModel:
         def run_op(op_name):
             if op_name == "identity":
                 return x
-            h = self._op(op_name, width, genome, slot_params["op"][OP_FAMILY[op_name]], activation_fn, normalized, mask)
+            stored = self.unpack(OP_FAMILY[op_name], slot_params["op"])
+            h = self._op(op_name, width, genome, stored, activation_fn, normalized, mask)
             return (x + dropout(h, self._value(genome, "dropout"), key)) * mask[..., None]
 
         return jax.lax.switch(op, [jax.checkpoint(functools.partial(run_op, o)) for o in self.choices["block0_op"]])
@@ -512,23 +535,23 @@ class PopulationModel:
         mask = jax.ShapeDtypeStruct((1, self.max_length), jnp.bool_)
         return jax.eval_shape(self.standalone(arch).init, jax.random.key(0), tokens, mask)["params"]
 
-    def _stored_location(self, arch: Architecture, path: tuple[str, ...]) -> tuple[tuple[str, ...], int | None]:
-        """Where a standalone parameter lives in the stored tree, and in which block slot."""
+    def _stored_tree(self, arch: Architecture, stored: Params, path: tuple[str, ...]) -> tuple[Params, tuple[str, ...]]:
+        """The stored (sub)tree holding a standalone parameter, and the parameter's path inside it."""
         if not path[0].startswith("block"):
-            return path, None
+            return stored, path
         slot = int(path[0][len("block"):])
         block = arch.blocks[slot]
-        kind = block.norm if path[1] == "norm" else OP_FAMILY[block.op]
-        return ("blocks", path[1], kind, *path[2:]), slot
+        if path[1] == "norm":
+            return jax.tree.map(lambda a: a[slot], stored["blocks"]["norm"][block.norm]), path[2:]
+        return self.unpack(OP_FAMILY[block.op], stored["blocks"]["op"][slot]), path[2:]
 
     def extract(self, arch: Architecture, stored: Params) -> Params:
         """The exact-size standalone parameters (or gradients) held in a member's stored tree."""
         shapes = self.standalone_shapes(arch)
 
         def cut(path, shape):
-            names = tuple(k.key for k in path)
-            stored_path, slot = self._stored_location(arch, names)
-            leaf = functools.reduce(lambda tree, name: tree[name], stored_path, stored)
-            return _leading_slice(leaf if slot is None else leaf[slot], shape.shape)
+            tree, inner_path = self._stored_tree(arch, stored, tuple(k.key for k in path))
+            leaf = functools.reduce(lambda subtree, name: subtree[name], inner_path, tree)
+            return _leading_slice(leaf, shape.shape)
 
         return jax.tree_util.tree_map_with_path(cut, shapes)
