@@ -326,7 +326,7 @@ class PopulationModel:
     Parameters are stored at the largest size the space allows: one slot per possible
     block, each holding one flat buffer that every op family reads its parameters from
     (a member's genome never changes, so its slot only ever holds the family it uses). A
-    genome selects, through unbatched `lax.switch` and `lax.cond`, which stored parameters
+    genome selects, through unbatched `lax.switch`, which stored parameters
     are used and at what exact size, so a member computes exactly what its standalone
     `TextClassifier` does.
     """
@@ -472,9 +472,9 @@ class PopulationModel:
         def run_slot(x, slot):
             slot_params, op, activation, norm, index = slot
             key = None if dropout_key is None else jax.random.fold_in(dropout_key, index)
-            block = functools.partial(self._block, width, genome, slot_params, op, activation, norm, key, x, mask)
-            # Recomputed in the backward pass: otherwise cond keeps zero-filled residuals of every branch.
-            return jax.lax.cond(index < num_blocks, block, lambda: x), None
+            skip = len(self.choices["block0_op"])  # the op switch's last branch: slots past the last block
+            op_or_skip = jnp.where(index < num_blocks, op, skip)
+            return self._block(width, genome, slot_params, op_or_skip, activation, norm, key, x, mask), None
 
         slots = (stored["blocks"], per_slot["op"], per_slot["activation"], per_slot["norm"], jnp.arange(self.num_slots))
         x, _ = jax.lax.scan(run_slot, x, slots)
@@ -484,7 +484,7 @@ class PopulationModel:
         head = take(stored["head"], module_param_shapes("head", width, num_classes=self.num_classes))
         return nn.Dense(self.num_classes).apply({"params": head}, pooled)
 
-    def _block(self, width, genome, slot_params, op, activation, norm, key, x, mask):
+    def _block(self, width, genome, slot_params, op_or_skip, activation, norm, key, x, mask):
         activations = [ACTIVATION_FNS[a] for a in self.choices["block0_activation"]]
 
         def activation_fn(z):
@@ -505,11 +505,20 @@ class PopulationModel:
         def run_op(op_name):
             if op_name == "identity":
                 return x
-            stored = self.unpack(OP_FAMILY[op_name], slot_params["op"])
-            h = self._op(op_name, width, genome, stored, activation_fn, normalized, mask)
+
+            # Recomputed in the backward pass (otherwise the switch keeps zero-filled residuals of every
+            # branch); the dropout mask is not, as drawing it costs about as much as a small op.
+            @jax.checkpoint
+            def op_output(buffer, h):
+                stored = self.unpack(OP_FAMILY[op_name], buffer)
+                return self._op(op_name, width, genome, stored, activation_fn, h, mask)
+
+            h = op_output(slot_params["op"], normalized)
             return (x + dropout(h, self._value(genome, "dropout"), key)) * mask[..., None]
 
-        return jax.lax.switch(op, [jax.checkpoint(functools.partial(run_op, o)) for o in self.choices["block0_op"]])
+        # One switch, not a block cond around an op switch: each level of control flow copies its outputs.
+        ops = [functools.partial(run_op, o) for o in self.choices["block0_op"]]
+        return jax.lax.switch(op_or_skip, [*ops, lambda: x])
 
     def _op(self, op_name, width, genome, stored, activation_fn, h, mask):
         def run(heads, expansion):

@@ -13,7 +13,6 @@ so the programs compile once per run, whatever genomes evolution proposes.
 import dataclasses
 import functools
 import os
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -38,7 +37,7 @@ class Split:
 @struct.dataclass
 class MemberState:
     params: Params  # stored (largest-size) parameters, leading member axis
-    opt_state: Any  # one optax state per optimizer choice; only the member's own is advanced
+    opt_state: tuple[jax.Array, ...]  # the member's own optimizer state, in the `SharedOptimizerState` layout
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +62,45 @@ def make_optimizer(name: str, learning_rate, weight_decay, clip_norm: float) -> 
     raise ValueError(f"unknown optimizer {name!r}; choose adamw, lion or sgd")
 
 
+class SharedOptimizerState:
+    """One state layout for every optimizer a genome may pick.
+
+    A member only ever advances its own optimizer, so the choices share storage: each optimizer's state
+    leaves go to storage leaves of the same shape and dtype (Adam's moments to two parameter-shaped trees,
+    Lion's and SGD's momentum to the first). A member then holds one state, not one per choice, and the
+    optimizer switch copies no other choice's state every step.
+    """
+
+    def __init__(self, optimizers: list[optax.GradientTransformation], params: Params):
+        self.kinds, self.treedefs, self.positions = [], [], []
+        for optimizer in optimizers:
+            leaves, treedef = jax.tree.flatten(jax.eval_shape(optimizer.init, params))
+            kinds = [(leaf.shape, leaf.dtype) for leaf in leaves]
+            positions = []
+            for n, kind in enumerate(kinds):
+                rank = kinds[:n].count(kind)  # this optimizer's rank-th leaf of this kind
+                matching = [j for j, known in enumerate(self.kinds) if known == kind]
+                if rank == len(matching):
+                    self.kinds.append(kind)
+                    matching.append(len(self.kinds) - 1)
+                positions.append(matching[rank])
+            self.treedefs.append(treedef)
+            self.positions.append(positions)
+
+    def empty(self) -> tuple[jax.Array, ...]:
+        return tuple(jnp.zeros(shape, dtype) for shape, dtype in self.kinds)
+
+    def read(self, choice: int, storage: tuple[jax.Array, ...]):
+        """Optimizer `choice`'s optax state."""
+        return jax.tree.unflatten(self.treedefs[choice], [storage[p] for p in self.positions[choice]])
+
+    def write(self, choice: int, state, storage: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
+        storage = list(storage)
+        for position, leaf in zip(self.positions[choice], jax.tree.leaves(state)):
+            storage[position] = leaf
+        return tuple(storage)
+
+
 MEMBERS = "members"  # the one mesh axis: population members are split over it
 
 
@@ -83,6 +121,9 @@ class Population:
         self.space = model.space
         self.mesh = member_mesh() if mesh is None else mesh
         self.traces = 0  # each trace of a jitted function is one compilation
+        placeholder_optimizers = [make_optimizer(name, 1.0, 0.0, config.clip_norm)
+                                  for name in self.space.gene("optimizer").choices]
+        self.optimizer_state = SharedOptimizerState(placeholder_optimizers, model.stored_shapes)
         self.init = jax.jit(self._sharded(self._init, "mm"))
         self.train = jax.jit(self._sharded(self._train, "mmrkr"), donate_argnums=0)
         self.evaluate = jax.jit(self._sharded(self._evaluate, "mmr"))
@@ -151,7 +192,13 @@ class Population:
 
     def _init_member(self, key: jax.Array, genome: jax.Array) -> MemberState:
         params = self.model.init(key, genome)
-        return MemberState(params, tuple(opt.init(params) for opt in self._optimizers(genome)))
+        optimizers = self._optimizers(genome)
+
+        def init_with(index):
+            return self.optimizer_state.write(index, optimizers[index].init(params), self.optimizer_state.empty())
+
+        branches = [functools.partial(init_with, i) for i in range(len(optimizers))]
+        return MemberState(params, jax.lax.switch(genome[self.space.index("optimizer")], branches))
 
     def _init(self, keys: jax.Array, genomes: jax.Array) -> MemberState:
         return self._map(self._init_member, keys, genomes)
@@ -231,12 +278,13 @@ class Population:
                                                           jax.random.fold_in(key_dropout, step_index))
 
                 def update_with(index):
-                    updates, new = optimizers[index].update(grads, state.opt_state[index], state.params)
-                    opt_state = tuple(new if i == index else s for i, s in enumerate(state.opt_state))
-                    return MemberState(optax.apply_updates(state.params, updates), opt_state)
+                    own_state = self.optimizer_state.read(index, state.opt_state)
+                    updates, new = optimizers[index].update(grads, own_state, state.params)
+                    return updates, self.optimizer_state.write(index, new, state.opt_state)
 
                 branches = [functools.partial(update_with, i) for i in range(len(optimizers))]
-                return jax.lax.switch(optimizer_index, branches), loss
+                updates, opt_state = jax.lax.switch(optimizer_index, branches)
+                return MemberState(optax.apply_updates(state.params, updates), opt_state), loss
 
             return jax.lax.scan(step, state, steps)
 
