@@ -11,6 +11,7 @@ OPTION_TO_FIELD = {  # CLI option -> SearchConfig field
     "seed": "seed", "strategy": "strategy", "population": "population_size", "sample_size": "sample_size",
     "children": "num_children", "batch": "children_per_generation", "steps": "steps",
     "mutation_rate": "mutation_rate", "crossover_rate": "crossover_rate", "members_per_vmap": "members_per_vmap",
+    "compute_dtype": "compute_dtype",
     "memory_budget_gb": "memory_budget_gb",
     "dataset": "dataset", "data_dir": "data_dir", "text_feature": "text_feature", "label_feature": "label_feature",
     "tokenizer": "tokenizer", "vocab_size": "vocab_size", "min_frequency": "min_frequency",
@@ -40,6 +41,9 @@ def _search_parser(subparsers):
     parser.add_argument("--crossover-rate", type=float, help=f"default {defaults.crossover_rate}")
     parser.add_argument("--members-per-vmap", type=int, help="members vectorised side by side; raise on GPU/TPU, "
                         f"1 is best on CPU (default {defaults.members_per_vmap})")
+    parser.add_argument("--compute-dtype", choices=["float32", "bfloat16"], help="dtype of the forward and backward "
+                        "passes; bfloat16 is for GPUs and TPUs, weights and optimizer stay float32 (default "
+                        f"{defaults.compute_dtype})")
     parser.add_argument("--memory-budget-gb", type=float, help="memory for the members trained at once; more "
                         "members are trained in chunks (default: half the RAM, or of the devices' memory)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -69,7 +69,7 @@ def dropout(x: jax.Array, rate, key: jax.Array | None) -> jax.Array:
     if key is None:
         return x
     keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
-    return jnp.where(keep, x / (1.0 - rate), 0.0)
+    return jnp.where(keep, x / jnp.asarray(1.0 - rate, x.dtype), 0.0)
 
 
 class SelfAttention(nn.Module):
@@ -82,7 +82,7 @@ class SelfAttention(nn.Module):
         head_dim = self.width // self.heads
         q, k, v = jnp.split(nn.Dense(3 * self.width, name="qkv")(x), 3, axis=-1)
         q, k, v = (t.reshape(batch, length, self.heads, head_dim) for t in (q, k, v))
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(head_dim).astype(np.float32)
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / float(np.sqrt(head_dim))  # a Python float keeps q's dtype
         logits = jnp.where(mask[:, None, None, :], logits, MASKED_LOGIT)
         out = jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(logits, axis=-1), v)
         return nn.Dense(self.width, name="out")(out.reshape(batch, length, self.width))
@@ -458,12 +458,13 @@ class PopulationModel:
     def _apply_at_width(self, width, stored, genome, tokens, mask, dropout_key):
         length = tokens.shape[1]
         x = jnp.take(stored["embed"]["embedding"][:, :width], tokens, axis=0)
-        positions = {
+        position_tables = {
             "learned": lambda: stored["position"][:length, :width],
             "sinusoidal": lambda: sinusoidal_positions(length, width),
             "none": lambda: jnp.zeros((length, width), jnp.float32),
         }
-        x = x + jax.lax.switch(self._index(genome, "positional"), [positions[p] for p in self.choices["positional"]])
+        positions = [lambda p=p: position_tables[p]().astype(x.dtype) for p in self.choices["positional"]]
+        x = x + jax.lax.switch(self._index(genome, "positional"), positions)
         x = x * mask[..., None]
         num_blocks = self._value(genome, "num_blocks")
         per_slot = {part: jnp.stack([self._index(genome, f"block{i}_{part}") for i in range(self.num_slots)])

@@ -40,6 +40,9 @@ class MemberState:
     opt_state: tuple[jax.Array, ...]  # the member's own optimizer state, in the `SharedOptimizerState` layout
 
 
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     batch_size: int = 32
@@ -47,6 +50,13 @@ class TrainConfig:
     eval_batch_size: int = 256
     members_per_vmap: int = 1  # 1 on CPU: exact branches, no padding; raise on GPU/TPU
     clip_norm: float = 1.0
+    # "bfloat16": forward and backward in bfloat16 (for GPUs and TPUs), while the stored weights, the loss
+    # and the optimizer stay float32.
+    compute_dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}")
 
 
 def make_optimizer(name: str, learning_rate, weight_decay, clip_norm: float) -> optax.GradientTransformation:
@@ -250,9 +260,14 @@ class Population:
             results.append((_to_host(accuracy), _to_host(loss), np.concatenate([_to_host(x) for x in losses], axis=1)))
         return tuple(np.concatenate(parts)[:num] for parts in zip(*results))
 
+    def _apply(self, params, genome, tokens, dropout_key=None) -> jax.Array:
+        """Float32 logits, computed in the configured dtype from the float32 stored weights."""
+        params = jax.tree.map(lambda p: p.astype(self.config.compute_dtype), params)
+        return self.model.apply(params, genome, tokens, tokens != 0, dropout_key).astype(jnp.float32)
+
     def _member_loss_and_grads(self, params, genome, tokens, labels, dropout_key):
         def member_loss(params):
-            return loss_fn(self.model.apply(params, genome, tokens, tokens != 0, dropout_key), labels)
+            return loss_fn(self._apply(params, genome, tokens, dropout_key), labels)
 
         return jax.value_and_grad(member_loss)(params)
 
@@ -303,7 +318,7 @@ class Population:
         def one(state, genome):
             def batch(totals, xs):
                 tokens, labels, weights = xs
-                logits = self.model.apply(state.params, genome, tokens, tokens != 0)
+                logits = self._apply(state.params, genome, tokens)
                 correct = jnp.sum(jnp.where(weights, logits.argmax(-1) == labels, 0))
                 loss = jnp.sum(jnp.where(weights, optax.softmax_cross_entropy_with_integer_labels(logits, labels), 0))
                 return (totals[0] + correct, totals[1] + loss), None

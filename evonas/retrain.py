@@ -121,7 +121,8 @@ def retrain(run_dir: str | Path, top_k: int = 1, num_seeds: int = 3, steps: int 
     model = PopulationModel(run.space, task.vocab_size, task.max_length, task.num_classes)
     population = Population(model, TrainConfig(batch_size=run.config.batch_size,
                                                steps_per_call=math.gcd(steps, run.config.steps_per_call),
-                                               members_per_vmap=run.config.members_per_vmap))
+                                               members_per_vmap=run.config.members_per_vmap,
+                                               compute_dtype=run.config.compute_dtype))
     num_members = top_k * num_seeds
     genomes = pad_members(jnp.asarray([r["genome"] for r in records] * num_seeds, jnp.int32),
                           population.padded_size(num_members))

@@ -190,7 +190,31 @@ def assert_same_trained(member, path, mine, reference):
     name = jax.tree_util.keystr(path)
     if name.endswith("['qkv']['bias']"):
         # The key bias's true gradient is zero (softmax ignores a shift shared by every key), so Adam and
-        # Lion turn its float noise into full-size steps: compare the query and value biases only.
+        # Lion turn its float noise into full-size steps: compare the query and value biases only. Elsewhere
+        # too, Adam scales tiny gradients up, so their float noise needs rtol 1e-3 after three steps.
         width = mine.shape[0] // 3
         mine, reference = np.delete(mine, np.s_[width:2 * width]), np.delete(reference, np.s_[width:2 * width])
-    np.testing.assert_allclose(mine, reference, rtol=1e-4, atol=1e-6, err_msg=f"{member} {name}")
+    np.testing.assert_allclose(mine, reference, rtol=1e-3, atol=1e-5, err_msg=f"{member} {name}")
+
+
+def test_bfloat16_compute_stays_close_to_float32():
+    """bfloat16 forward and backward from float32 weights: losses within 2% and gradients pointing the same way
+    (cosine > 0.99) as float32 compute, for members of every op."""
+    task = listops_task(seed=2, num_train=32, num_validation=8, num_test=8, max_length=16, max_depth=2)
+    space = text_classifier_space(max_blocks=2, widths=(16, 32), heads=(1, 2))
+    model = PopulationModel(space, task.vocab_size, task.max_length, task.num_classes)
+    genomes = diverse_genomes(space, len(OPS), jax.random.key(6))
+    tokens, labels = jnp.asarray(task.train.tokens[:16]), jnp.asarray(task.train.labels[:16])
+    results = {}
+    for dtype in ("float32", "bfloat16"):
+        population = Population(model, TrainConfig(compute_dtype=dtype))
+        states = population.init(jax.random.split(jax.random.key(1), len(OPS)), genomes)
+        results[dtype] = population.loss_and_grads(states.params, genomes, tokens, labels, jax.random.key(2))
+    (loss32, grads32), (loss16, grads16) = results["float32"], results["bfloat16"]
+    assert all(jax.tree.leaves(jax.tree.map(lambda g: g.dtype == jnp.float32, grads16)))
+    np.testing.assert_allclose(loss16, loss32, rtol=2e-2)
+    flat32 = jnp.concatenate([g.reshape(len(OPS), -1) for g in jax.tree.leaves(grads32)], axis=1)
+    flat16 = jnp.concatenate([g.reshape(len(OPS), -1) for g in jax.tree.leaves(grads16)], axis=1)
+    cosine = (flat32 * flat16).sum(1) / (jnp.linalg.norm(flat32, axis=1) * jnp.linalg.norm(flat16, axis=1))
+    assert float(cosine.min()) > 0.99, cosine
+    assert float(jnp.abs(loss16 - loss32).max()) > 0  # bfloat16 really was used

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from evonas.cli import main
-from evonas.search import SearchConfig, run_search
+from evonas.search import SearchConfig, load_task, run_search
 
 SMALL_SPACE = {"max_blocks": 2, "ops": ("identity", "attention", "conv3", "gru"), "widths": (16, 32), "heads": (1, 2)}
 
@@ -61,6 +61,15 @@ def test_bad_settings_raise_clear_errors():
         SearchConfig.from_dict({"populaton": 3})
     with pytest.raises(ValueError, match="memory_budget_gb must be positive"):
         small_config(memory_budget_gb=0)
+    with pytest.raises(ValueError, match=r"unknown listops options \['depth'\]"):
+        small_config(listops={"depth": 3})
+    with pytest.raises(ValueError, match="compute_dtype must be one of"):
+        small_config(compute_dtype="float16")
+
+
+def test_listops_options_shape_the_built_in_task():
+    task = load_task(small_config(listops={"max_length": 20, "num_train": 40, "num_validation": 10, "num_test": 10}))
+    assert task.max_length == 20 and [len(task.train), len(task.validation), len(task.test)] == [40, 10, 10]
 
 
 def test_cli_search_prints_best_architecture(tmp_path, capsys):
