@@ -20,6 +20,7 @@ import numpy as np
 from jax.extend import core
 
 SMALL = 4096  # equations whose inputs hold at most this many elements run for real
+CALLS = ("jit", "pjit", "closed_call", "checkpoint", "custom_jvp_call", "custom_vjp_call")  # run their one jaxpr as is
 
 
 def member_step_flops(closed: core.ClosedJaxpr, args: Sequence[Any]) -> float:
@@ -82,7 +83,10 @@ def _run(jaxpr: core.Jaxpr, consts: Sequence[Any], args: Sequence[Any]) -> tuple
             outputs, eqn_flops = _run(branch, branch_consts, inputs[1:])
         elif eqn.primitive.name == "scan" and _has_cond(subs[0][0]):
             outputs, eqn_flops = _run_scan(eqn, inputs)
-        elif len(subs) == 1 and _has_cond(subs[0][0]):  # a call: jit, checkpoint, custom_jvp/vjp
+        elif len(subs) == 1 and (_has_cond(subs[0][0]) or (
+                eqn.primitive.name in CALLS and sum(np.size(x) for x in inputs) <= SMALL)):
+            # A call: entered when it branches, or when it is small, since it may compute a branch index
+            # (jnp.where is a jitted call).
             outputs, eqn_flops = _run(*subs[0], inputs)
         else:
             repeats = eqn.params["length"] if eqn.primitive.name == "scan" else 1
