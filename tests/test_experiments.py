@@ -1,4 +1,5 @@
-"""The real-text benchmark's smoke mode runs end to end, as CI runs it, on the shared SST-2 and MR files."""
+"""The experiments run end to end: the real-text benchmark's smoke mode (on the shared SST-2 and MR files), the
+evolution-vs-random comparison on a tiny budget, and the benchmark's executed-FLOP count."""
 
 import importlib.util
 import json
@@ -53,3 +54,55 @@ def test_mr_smoke_subset_is_decoded_from_cp1252_and_split_90_10_per_class(tmp_pa
 def test_unknown_config_is_a_clear_error(tmp_path, capsys):
     assert text_benchmark.main(["--config", "nonexistent", "--out", str(tmp_path)]) == 2
     assert "unknown config 'nonexistent'" in capsys.readouterr().err
+
+
+def load_experiment(name):
+    module_spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / f"{name}.py")
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def test_evolution_vs_random_compares_both_strategies_per_seed(tmp_path):
+    overrides = {"num_children": 4, "children_per_generation": 2, "population_size": 2, "sample_size": 2, "steps": 5,
+                 "steps_per_call": 5, "space": {"max_blocks": 1, "ops": ["identity", "conv3"], "widths": [16]},
+                 "listops": {"num_train": 64, "num_validation": 16, "num_test": 16, "max_length": 12}}
+    (tmp_path / "config.json").write_text(json.dumps(overrides))
+    out = tmp_path / "results.json"
+    assert load_experiment("evolution_vs_random").main(["--seeds", "0", "1", "--config", str(tmp_path / "config.json"),
+                                                       "--out", str(out), "--runs", str(tmp_path / "runs")]) == 0
+    results = json.loads(out.read_text())
+    assert [(r["seed"], r["strategy"]) for r in results["runs"]] == [(0, "evolution"), (0, "random"), (1, "evolution"),
+                                                                     (1, "random")]
+    by_run = {(r["seed"], r["strategy"]): r["best_val_accuracy"] for r in results["runs"]}
+    assert results["gap_per_seed"]["1"] == pytest.approx(by_run[1, "evolution"] - by_run[1, "random"])
+    assert results["config"]["num_children"] == 4 and (tmp_path / "runs" / "random_seed1" / "history.jsonl").is_file()
+
+
+def test_executed_flops_follow_the_branches_a_genome_takes():
+    """For one conv3 block, the population's loss and gradients ask for the standalone model's 3 forward passes
+    plus the block's recomputation: 4/3 of the useful FLOPs minus the unrecomputed head."""
+    import jax
+    import jax.numpy as jnp
+
+    from evonas.models import Architecture, PopulationModel, forward_flops
+    from evonas.population import Population
+    from evonas.space import text_classifier_space
+
+    executed_flops = load_experiment("executed_flops")
+    space = text_classifier_space(max_blocks=2, ops=("attention", "conv3", "gru"), widths=(16, 32))
+    model = PopulationModel(space, vocab_size=8, max_length=12, num_classes=3)
+    population = Population(model)
+    genome = space.encode({**space.decode(np.zeros(space.num_genes, np.int32)), "num_blocks": 1, "block0_op": "conv3",
+                           "block1_op": "attention", "width": 32})
+    tokens = jax.ShapeDtypeStruct((4, 12), jnp.int32)
+    closed = jax.make_jaxpr(population._member_loss_and_grads)(
+        model.stored_shapes, jax.ShapeDtypeStruct(genome.shape, jnp.int32), tokens,
+        jax.ShapeDtypeStruct((4,), jnp.int32), jax.random.key(0))
+    leaves = jax.tree.leaves(model.stored_shapes)
+    executed = executed_flops.member_step_flops(closed, [*leaves, genome, np.zeros((4, 12), np.int32),
+                                                         np.zeros(4, np.int32), jax.random.key(0)])
+    arch = Architecture.from_genome(space, genome)
+    head = 2 * 32 * 3
+    block = forward_flops(arch, 12, 3) - head
+    assert executed == 4 * (4 * block + 3 * head)  # batch 4: forward, recompute, two backward matmuls; head: 3
