@@ -30,7 +30,7 @@ class SearchConfig:
     seed: int = 0
     strategy: str = "evolution"
     # Many short-trained children beat a few long-trained ones: evolution needs generations to select over
-    # (experiments/README.md, "Evolution vs random search on ListOps"). ~3 minutes on a quiet 2-core CPU.
+    # (experiments/README.md, "Evolution against random search"). About a minute on a quiet 2-core CPU.
     population_size: int = 16
     sample_size: int = 4
     num_children: int = 96
