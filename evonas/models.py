@@ -369,7 +369,7 @@ class PopulationModel:
         """A family's parameter shapes at the largest width and variant: what a slot's buffer holds."""
         return self._op_shapes(family, self.max_width, self._max_variant(family))
 
-    def pack(self, family: str, params: Params) -> jax.Array:
+    def pack(self, params: Params) -> jax.Array:
         """A family's largest-size parameters as one slot buffer [op_buffer_size]."""
         flat = jnp.concatenate([leaf.ravel() for leaf in jax.tree.leaves(params)])
         return jnp.pad(flat, (0, self.op_buffer_size - flat.size))
@@ -424,7 +424,7 @@ class PopulationModel:
             variants = self._family_variants(family)
             exact = [self._op_shapes(family, w, v) for w in self.choices["width"] for v in variants]
             option = width_index * len(variants) + self._variant_index(family, genome, op_index)
-            buffers.append(self.pack(family, _rescaled_to_exact_fan_in(params, exact, option)))
+            buffers.append(self.pack(_rescaled_to_exact_fan_in(params, exact, option)))
         slot_ops = self.choices["block0_op"]
         family_index = [self.families.index(OP_FAMILY[op]) if op != "identity" else 0 for op in slot_ops]
         buffers = jnp.stack(buffers) if buffers else jnp.zeros((1, 0))  # a space of identity blocks only

@@ -10,6 +10,7 @@ every branch of a batched switch. Either way the shapes depend only on the searc
 so the programs compile once per run, whatever genomes evolution proposes.
 """
 
+import collections
 import dataclasses
 import functools
 import os
@@ -82,20 +83,19 @@ class SharedOptimizerState:
     """
 
     def __init__(self, optimizers: list[optax.GradientTransformation], params: Params):
-        self.kinds, self.treedefs, self.positions = [], [], []
+        storage = {}  # (shape, dtype, rank among an optimizer's leaves of that shape and dtype) -> position
+        self.treedefs, self.positions = [], []
         for optimizer in optimizers:
             leaves, treedef = jax.tree.flatten(jax.eval_shape(optimizer.init, params))
-            kinds = [(leaf.shape, leaf.dtype) for leaf in leaves]
+            seen = collections.Counter()
             positions = []
-            for n, kind in enumerate(kinds):
-                rank = kinds[:n].count(kind)  # this optimizer's rank-th leaf of this kind
-                matching = [j for j, known in enumerate(self.kinds) if known == kind]
-                if rank == len(matching):
-                    self.kinds.append(kind)
-                    matching.append(len(self.kinds) - 1)
-                positions.append(matching[rank])
+            for leaf in leaves:
+                kind = (leaf.shape, leaf.dtype)
+                positions.append(storage.setdefault((*kind, seen[kind]), len(storage)))
+                seen[kind] += 1
             self.treedefs.append(treedef)
             self.positions.append(positions)
+        self.kinds = [(shape, dtype) for shape, dtype, _ in storage]  # in position order
 
     def empty(self) -> tuple[jax.Array, ...]:
         return tuple(jnp.zeros(shape, dtype) for shape, dtype in self.kinds)
