@@ -22,7 +22,7 @@ from tqdm import tqdm
 from evonas.data import TASK_FILE, TOKENIZER_FILE, TextSplit, read_task_files
 from evonas.export import export_model
 from evonas.models import Architecture, PopulationModel, count_params
-from evonas.population import MemberState, Population, TrainConfig, pad_members
+from evonas.population import MemberState, Population, pad_members
 from evonas.search import SearchConfig, load_task
 from evonas.space import SearchSpace
 from evonas.text import Tokenizer
@@ -119,10 +119,9 @@ def retrain(run_dir: str | Path, top_k: int = 1, num_seeds: int = 3, steps: int 
     train_split = _concatenate(task.train, task.validation) if with_validation else task.train
 
     model = PopulationModel(run.space, task.vocab_size, task.max_length, task.num_classes)
-    population = Population(model, TrainConfig(batch_size=run.config.batch_size,
-                                               steps_per_call=math.gcd(steps, run.config.steps_per_call),
-                                               members_per_vmap=run.config.members_per_vmap,
-                                               compute_dtype=run.config.compute_dtype))
+    train_config = dataclasses.replace(run.config.train_config(),
+                                       steps_per_call=math.gcd(steps, run.config.steps_per_call))
+    population = Population(model, train_config)
     num_members = top_k * num_seeds
     genomes = pad_members(jnp.asarray([r["genome"] for r in records] * num_seeds, jnp.int32),
                           population.padded_size(num_members))
