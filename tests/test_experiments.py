@@ -5,16 +5,28 @@ import importlib.util
 import json
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from evonas.datasets import load_text_task
+from evonas.models import Architecture, PopulationModel, forward_flops
+from evonas.population import Population
+from evonas.space import text_classifier_space
 from evonas.text_files import import_files
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
-spec = importlib.util.spec_from_file_location("text_benchmark", EXPERIMENTS / "text_benchmark.py")
-text_benchmark = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(text_benchmark)
+
+
+def load_experiment(name):
+    module_spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / f"{name}.py")
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+text_benchmark = load_experiment("text_benchmark")
 
 needs_shared_data = pytest.mark.skipif(
     not (text_benchmark.SHARED_DATA / "sst2" / "train.tsv").is_file()
@@ -56,13 +68,6 @@ def test_unknown_config_is_a_clear_error(tmp_path, capsys):
     assert "unknown config 'nonexistent'" in capsys.readouterr().err
 
 
-def load_experiment(name):
-    module_spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / f"{name}.py")
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module
-
-
 def test_evolution_vs_random_compares_both_strategies_per_seed(tmp_path):
     overrides = {"num_children": 4, "children_per_generation": 2, "population_size": 2, "sample_size": 2, "steps": 5,
                  "steps_per_call": 5, "space": {"max_blocks": 1, "ops": ["identity", "conv3"], "widths": [16]},
@@ -82,13 +87,6 @@ def test_evolution_vs_random_compares_both_strategies_per_seed(tmp_path):
 def test_executed_flops_follow_the_branches_a_genome_takes():
     """For one conv3 block, the population's loss and gradients ask for the standalone model's 3 forward passes
     plus the block's recomputation: 4/3 of the useful FLOPs minus the unrecomputed head."""
-    import jax
-    import jax.numpy as jnp
-
-    from evonas.models import Architecture, PopulationModel, forward_flops
-    from evonas.population import Population
-    from evonas.space import text_classifier_space
-
     executed_flops = load_experiment("executed_flops")
     space = text_classifier_space(max_blocks=2, ops=("attention", "conv3", "gru"), widths=(16, 32))
     model = PopulationModel(space, vocab_size=8, max_length=12, num_classes=3)
