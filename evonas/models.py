@@ -449,13 +449,17 @@ class PopulationModel:
 
     def apply(self, stored: Params, genome: jax.Array, tokens, mask, dropout_key=None) -> jax.Array:
         """Logits [B, C] of the member with this genome, equal to its standalone model's."""
-        branches = [
-            functools.partial(self._apply_at_width, width, stored, genome, tokens, mask, dropout_key)
-            for width in self.choices["width"]
-        ]
+        return self.at_width(genome, functools.partial(self.apply_at_width, stored=stored, genome=genome,
+                                                       tokens=tokens, mask=mask, dropout_key=dropout_key))
+
+    def at_width(self, genome: jax.Array, fn: Callable[[int], Any]):
+        """`fn(width)` at the genome's width, the one switch over widths. Differentiate inside `fn`: a
+        switch differentiated from outside keeps every width's residuals, zero-filled, for its backward."""
+        branches = [functools.partial(fn, width) for width in self.choices["width"]]
         return jax.lax.switch(self._index(genome, "width"), branches)
 
-    def _apply_at_width(self, width, stored, genome, tokens, mask, dropout_key):
+    def apply_at_width(self, width: int, stored, genome, tokens, mask, dropout_key=None) -> jax.Array:
+        """`apply` for a genome whose width is `width`."""
         length = tokens.shape[1]
         x = jnp.take(stored["embed"]["embedding"][:, :width], tokens, axis=0)
         position_tables = {

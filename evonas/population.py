@@ -260,16 +260,19 @@ class Population:
             results.append((_to_host(accuracy), _to_host(loss), np.concatenate([_to_host(x) for x in losses], axis=1)))
         return tuple(np.concatenate(parts)[:num] for parts in zip(*results))
 
-    def _apply(self, params, genome, tokens, dropout_key=None) -> jax.Array:
-        """Float32 logits, computed in the configured dtype from the float32 stored weights."""
+    def _apply(self, width, params, genome, tokens, dropout_key=None) -> jax.Array:
+        """Float32 logits at `width`, computed in the configured dtype from the float32 stored weights."""
         params = jax.tree.map(lambda p: p.astype(self.config.compute_dtype), params)
-        return self.model.apply(params, genome, tokens, tokens != 0, dropout_key).astype(jnp.float32)
+        return self.model.apply_at_width(width, params, genome, tokens, tokens != 0, dropout_key).astype(jnp.float32)
 
     def _member_loss_and_grads(self, params, genome, tokens, labels, dropout_key):
-        def member_loss(params):
-            return loss_fn(self._apply(params, genome, tokens, dropout_key), labels)
+        def at_width(width):
+            def member_loss(params):
+                return loss_fn(self._apply(width, params, genome, tokens, dropout_key), labels)
 
-        return jax.value_and_grad(member_loss)(params)
+            return jax.value_and_grad(member_loss)(params)
+
+        return self.model.at_width(genome, at_width)
 
     def _loss_and_grads(self, params: Params, genomes: jax.Array, tokens, labels, dropout_key):
         """Every member's loss and gradients on one shared batch (what `train` steps with)."""
@@ -316,15 +319,18 @@ class Population:
         weights = (jnp.arange(num_batches * size) < count).reshape(num_batches, size)
 
         def one(state, genome):
-            def batch(totals, xs):
-                tokens, labels, weights = xs
-                logits = self._apply(state.params, genome, tokens)
-                correct = jnp.sum(jnp.where(weights, logits.argmax(-1) == labels, 0))
-                loss = jnp.sum(jnp.where(weights, optax.softmax_cross_entropy_with_integer_labels(logits, labels), 0))
-                return (totals[0] + correct, totals[1] + loss), None
+            def at_width(width):
+                def batch(totals, xs):
+                    tokens, labels, weights = xs
+                    logits = self._apply(width, state.params, genome, tokens)
+                    correct = jnp.sum(jnp.where(weights, logits.argmax(-1) == labels, 0))
+                    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+                    return (totals[0] + correct, totals[1] + jnp.sum(jnp.where(weights, loss, 0))), None
 
-            (correct, loss), _ = jax.lax.scan(batch, (0.0, 0.0), (tokens, labels, weights))
-            return correct / count, loss / count
+                (correct, loss), _ = jax.lax.scan(batch, (0.0, 0.0), (tokens, labels, weights))
+                return correct / count, loss / count
+
+            return self.model.at_width(genome, at_width)
 
         return self._map(one, states, genomes)
 
