@@ -10,7 +10,12 @@ its own (so that each one's peak memory is its own and no method warms another's
 
   evonas            `Population.init` then `Population.train` over all P members
                     (`steps_per_call` fused steps per call, members_per_vmap=1): one program
-                    compiled for every genome.
+                    compiled for every genome, with JAX's persistent compilation cache empty
+                    (a user's first search over this space and shapes).
+  evonas_cached     the same again in a new process, its programs now in the persistent cache
+                    that the evonas run filled, as `evonas search` keeps one: a second search,
+                    a resumed one or another seed of an ablation. The loops get no such row:
+                    a search's new architectures are never in a cache.
   natural_loop      what a user writes: per genome, the exact-size `TextClassifier`, eager
                     Flax `init`, the genome's optax optimizer, one jitted train step called
                     once per step; one genome after the other, one compilation each.
@@ -67,7 +72,7 @@ from evonas.population import Population, Split, TrainConfig, loss_fn, make_opti
 from evonas.space import Gene, SearchSpace, text_classifier_space
 
 HERE = Path(__file__).resolve().parent
-METHODS = ("evonas", "natural_loop", "scan_loop", "torch_loop", "torch_loop_same_allocator")
+METHODS = ("evonas", "evonas_cached", "natural_loop", "scan_loop", "torch_loop", "torch_loop_same_allocator")
 OPS_WITHOUT_IDENTITY = ("attention", "conv3", "conv5", "conv7", "gated_mlp", "gru", "lstm")
 GENOME_SEED = 0  # the genomes every method trains
 INIT_SEED = 1
@@ -300,7 +305,7 @@ def run_child(method: str, spec_path: Path, result_path: Path) -> None:
                 Split(jnp.asarray(data["tokens"]), jnp.asarray(data["labels"])), spec["vocab_size"],
                 spec["num_classes"])
     memory_before = peak_rss_bytes()
-    if method == "evonas":
+    if method.startswith("evonas"):
         result = bench_evonas(work)
     else:
         result = bench_loop(work, 1 if method == "natural_loop" else work.config.steps_per_call)
@@ -327,6 +332,8 @@ def run_method(method: str, spec_path: Path, log) -> dict[str, Any] | None:
             env |= GLIBC_ENVIRONMENT
     else:
         command = [sys.executable, __file__, "--child", method, "--spec", str(spec_path), "--result", str(result_path)]
+        if method.startswith("evonas"):  # evonas fills the cache, evonas_cached reads it
+            env["JAX_COMPILATION_CACHE_DIR"] = str(spec_path.parent / "compilation_cache")
     start = time.perf_counter()
     subprocess.run(command, env=env, check=True)
     result = json.loads(result_path.read_text())
@@ -394,7 +401,7 @@ def run_config(config: BenchConfig, task, workdir: Path, log) -> dict[str, Any]:
     for method in METHODS:
         log(f"[{config.name} P={config.population_size}] {method} ...")
         raw = run_method(method, spec_path, log)
-        row[method] = figures(raw, useful, executed if method == "evonas" else useful, config.population_size)
+        row[method] = figures(raw, useful, executed if method.startswith("evonas") else useful, config.population_size)
     return row
 
 
@@ -416,13 +423,13 @@ def run_benchmark(configs: Sequence[BenchConfig], log=print) -> dict[str, Any]:
         "peak_matmul_gflops_start_end": [peak_start, peak_end],
         "configs": rows,
         "allocator": evonas.ALLOCATOR,
-        "allocator_by_method": {"evonas": "allocator", "natural_loop": "allocator", "scan_loop": "allocator",
+        "allocator_by_method": {"evonas": "allocator", "evonas_cached": "allocator", "natural_loop": "allocator",
+                                "scan_loop": "allocator",
                                 "torch_loop": "glibc default",
                                 "torch_loop_same_allocator": "allocator, as glibc environment variables"},
         "torch_omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "jax": jax.__version__,
                     "xla_flags": os.environ.get("XLA_FLAGS", ""),
-                    "jax_compilation_cache_dir": os.environ.get("JAX_COMPILATION_CACHE_DIR", ""),  # warm: no compile
                     "loadavg_start": load_start, "loadavg_end": os.getloadavg()},
         "source_md5": sources,  # the evonas modules change often; this names the measured version
         "source_changed_during_run": source_hashes() != sources,
@@ -460,7 +467,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", help="where to write the JSON results")
     parser.add_argument("--quick", action="store_true", help="one small config: a ~2-minute smoke run")
-    parser.add_argument("--child", choices=("evonas", "natural_loop", "scan_loop"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("evonas", "evonas_cached", "natural_loop", "scan_loop"),
+                        help=argparse.SUPPRESS)
     parser.add_argument("--spec", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

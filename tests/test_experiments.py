@@ -1,5 +1,5 @@
 """The experiments run end to end: the real-text benchmark's smoke mode (on the shared SST-2 and MR files), the
-evolution-vs-random comparison on a tiny budget, and the benchmark's executed-FLOP count."""
+evolution-vs-random comparison on a tiny budget, the population benchmark's smoke run and its executed-FLOP count."""
 
 import importlib.util
 import json
@@ -104,3 +104,22 @@ def test_executed_flops_follow_the_branches_a_genome_takes():
     head = 2 * 32 * 3
     block = forward_flops(arch, 12, 3) - head
     assert executed == 4 * (4 * block + 3 * head)  # batch 4: forward, recompute, two backward matmuls; head: 3
+
+
+def test_population_benchmark_quick_run_reports_every_method(tmp_path, monkeypatch):
+    """The smoke run writes the JSON shape other scripts read; the run from the persistent compilation cache
+    trains exactly as the fresh compilation does."""
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))  # the benchmark imports its sibling modules, as a script does
+    bench = load_experiment("bench_population")
+    results = bench.main(["--quick", "--out", str(tmp_path / "bench.json")])
+    assert json.loads((tmp_path / "bench.json").read_text()) == json.loads(json.dumps(results))
+    (row,) = results["configs"]
+    figures = ("total_seconds", "compile_seconds", "member_steps_per_second", "useful_gflops", "executed_gflops",
+               "compilations", "peak_memory_bytes")
+    for method in bench.METHODS:
+        if row[method] is None:
+            assert method.startswith("torch")  # skipped where torch is not installed
+        else:
+            assert set(figures) <= set(row[method])
+    assert row["evonas_cached"]["mean_final_loss"] == row["evonas"]["mean_final_loss"]
+    assert row["evonas"]["compilations"] == 2 and row["natural_loop"]["compilations"] == 3
