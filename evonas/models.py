@@ -511,33 +511,35 @@ class PopulationModel:
             if op_name == "identity":
                 return x
 
-            # Recomputed in the backward pass (otherwise the switch keeps zero-filled residuals of every
-            # branch); the dropout mask is not, as drawing it costs about as much as a small op.
-            @jax.checkpoint
-            def op_output(buffer, h):
-                stored = self.unpack(OP_FAMILY[op_name], buffer)
-                return self._op(op_name, width, genome, stored, activation_fn, h, mask)
+            # Each variant recomputed in the backward pass, so that what the switches keep for it is only their
+            # shared inputs, not every branch's intermediates, zero-filled. The dropout mask is not recomputed:
+            # drawing it costs about as much as a small op.
+            def run_variant(heads, expansion):
+                @jax.checkpoint
+                def op_output(buffer, h):
+                    module = make_op(op_name, width, heads, expansion, activation_fn)
+                    shapes = module_param_shapes(op_name, width, heads, expansion)
+                    stored = take(self.unpack(OP_FAMILY[op_name], buffer), shapes)
+                    return module.apply({"params": stored}, h, mask)
 
-            h = op_output(slot_params["op"], normalized)
+                return op_output(slot_params["op"], normalized)
+
+            h = self._switch_variant(op_name, genome, run_variant)
             return (x + dropout(h, self._value(genome, "dropout"), key)) * mask[..., None]
 
         # One switch, not a block cond around an op switch: each level of control flow copies its outputs.
         ops = [functools.partial(run_op, o) for o in self.choices["block0_op"]]
         return jax.lax.switch(op_or_skip, [*ops, lambda: x])
 
-    def _op(self, op_name, width, genome, stored, activation_fn, h, mask):
-        def run(heads, expansion):
-            module = make_op(op_name, width, heads, expansion, activation_fn)
-            shapes = module_param_shapes(op_name, width, heads, expansion)
-            return module.apply({"params": take(stored, shapes)}, h, mask)
-
+    def _switch_variant(self, op_name, genome, run_variant):
+        """`run_variant(heads, expansion)` at the genome's heads (attention) or FFN expansion (gated MLP)."""
         if op_name == "attention":
-            variants = [functools.partial(run, heads, 1) for heads in self.choices["heads"]]
+            variants = [functools.partial(run_variant, heads, 1) for heads in self.choices["heads"]]
             return jax.lax.switch(self._index(genome, "heads"), variants)
         if op_name == "gated_mlp":
-            variants = [functools.partial(run, 1, e) for e in self.choices["ffn_expansion"]]
+            variants = [functools.partial(run_variant, 1, e) for e in self.choices["ffn_expansion"]]
             return jax.lax.switch(self._index(genome, "ffn_expansion"), variants)
-        return run(1, 1)
+        return run_variant(1, 1)
 
     # ---- exact-size view ------------------------------------------------------------
 
