@@ -207,6 +207,13 @@ class Block(nn.Module):
         return (x + dropout(h, self.dropout_rate, dropout_key)) * mask[..., None]
 
 
+def checkpointed_switch(index: jax.Array, branches: list[Callable], *operands):
+    """`lax.switch` whose branches are recomputed in the backward pass. Differentiated from outside, a switch
+    keeps every branch's intermediates for its backward, zero-filled where another branch ran; checkpointed,
+    it keeps only the operands, which its branches share."""
+    return jax.lax.switch(index, [jax.checkpoint(branch) for branch in branches], *operands)
+
+
 def sinusoidal_positions(length: int, width: int) -> jax.Array:
     position = np.arange(length)[:, None]
     frequency = np.exp(-np.log(10000.0) * np.arange(0, width, 2) / width)
@@ -484,8 +491,8 @@ class PopulationModel:
         slots = (stored["blocks"], per_slot["op"], per_slot["activation"], per_slot["norm"], jnp.arange(self.num_slots))
         x, _ = jax.lax.scan(run_slot, x, slots)
         x = nn.LayerNorm().apply({"params": take(stored["final_norm"], module_param_shapes("layernorm", width))}, x)
-        poolings = [functools.partial(pool, x, mask, p) for p in self.choices["pooling"]]
-        pooled = jax.lax.switch(self._index(genome, "pooling"), poolings)
+        poolings = [functools.partial(pool, pooling=p) for p in self.choices["pooling"]]
+        pooled = checkpointed_switch(self._index(genome, "pooling"), poolings, x, mask)
         head = take(stored["head"], module_param_shapes("head", width, num_classes=self.num_classes))
         return nn.Dense(self.num_classes).apply({"params": head}, pooled)
 
@@ -493,53 +500,45 @@ class PopulationModel:
         activations = [ACTIVATION_FNS[a] for a in self.choices["block0_activation"]]
 
         def activation_fn(z):
-            return jax.lax.switch(activation, activations, z)
+            return checkpointed_switch(activation, activations, z)
 
-        def normalize(h):
-            def apply_norm(name):
-                if name == "none":
-                    return h
-                module = nn.LayerNorm() if name == "layernorm" else nn.RMSNorm()
-                params = take(slot_params["norm"][name], module_param_shapes(name, width))
-                return module.apply({"params": params}, h)
+        def apply_norm(name, h, params):
+            if name == "none":
+                return h
+            module = nn.LayerNorm() if name == "layernorm" else nn.RMSNorm()
+            return module.apply({"params": take(params[name], module_param_shapes(name, width))}, h)
 
-            return jax.lax.switch(norm, [functools.partial(apply_norm, n) for n in self.choices["block0_norm"]])
-
-        normalized = normalize(x)  # computed once outside the op switch: 3 norm branches instead of 3 per op
+        # Computed once outside the op switch: 3 norm branches instead of 3 per op.
+        norms = [functools.partial(apply_norm, n) for n in self.choices["block0_norm"]]
+        normalized = checkpointed_switch(norm, norms, x, slot_params["norm"])
 
         def run_op(op_name):
             if op_name == "identity":
                 return x
 
-            # Each variant recomputed in the backward pass, so that what the switches keep for it is only their
-            # shared inputs, not every branch's intermediates, zero-filled. The dropout mask is not recomputed:
-            # drawing it costs about as much as a small op.
-            def run_variant(heads, expansion):
-                @jax.checkpoint
-                def op_output(buffer, h):
-                    module = make_op(op_name, width, heads, expansion, activation_fn)
-                    shapes = module_param_shapes(op_name, width, heads, expansion)
-                    stored = take(self.unpack(OP_FAMILY[op_name], buffer), shapes)
-                    return module.apply({"params": stored}, h, mask)
+            def op_output(heads, expansion, buffer, h):
+                module = make_op(op_name, width, heads, expansion, activation_fn)
+                shapes = module_param_shapes(op_name, width, heads, expansion)
+                return module.apply({"params": take(self.unpack(OP_FAMILY[op_name], buffer), shapes)}, h, mask)
 
-                return op_output(slot_params["op"], normalized)
-
-            h = self._switch_variant(op_name, genome, run_variant)
+            # The dropout mask is drawn outside the recomputed op: drawing it costs about as much as a small op.
+            variant, options = self._variants(op_name, genome)
+            h = checkpointed_switch(variant, [functools.partial(op_output, *o) for o in options],
+                                    slot_params["op"], normalized)
             return (x + dropout(h, self._value(genome, "dropout"), key)) * mask[..., None]
 
         # One switch, not a block cond around an op switch: each level of control flow copies its outputs.
         ops = [functools.partial(run_op, o) for o in self.choices["block0_op"]]
         return jax.lax.switch(op_or_skip, [*ops, lambda: x])
 
-    def _switch_variant(self, op_name, genome, run_variant):
-        """`run_variant(heads, expansion)` at the genome's heads (attention) or FFN expansion (gated MLP)."""
+    def _variants(self, op_name, genome) -> tuple[jax.Array, list[tuple[int, int]]]:
+        """The genome's variant of an op and every (heads, expansion) it may take: the heads of attention,
+        the FFN expansion of the gated MLP, a single variant for the others."""
         if op_name == "attention":
-            variants = [functools.partial(run_variant, heads, 1) for heads in self.choices["heads"]]
-            return jax.lax.switch(self._index(genome, "heads"), variants)
+            return self._index(genome, "heads"), [(heads, 1) for heads in self.choices["heads"]]
         if op_name == "gated_mlp":
-            variants = [functools.partial(run_variant, 1, e) for e in self.choices["ffn_expansion"]]
-            return jax.lax.switch(self._index(genome, "ffn_expansion"), variants)
-        return run_variant(1, 1)
+            return self._index(genome, "ffn_expansion"), [(1, e) for e in self.choices["ffn_expansion"]]
+        return jnp.int32(0), [(1, 1)]
 
     # ---- exact-size view ------------------------------------------------------------
 
