@@ -23,7 +23,7 @@ from evonas.data import TASK_FILE, TOKENIZER_FILE, TextSplit, read_task_files
 from evonas.export import export_model
 from evonas.models import Architecture, PopulationModel, count_params
 from evonas.population import MemberState, Population, pad_members
-from evonas.search import SearchConfig, load_task
+from evonas.search import SearchConfig, load_task, saved_config
 from evonas.space import SearchSpace
 from evonas.text import Tokenizer
 
@@ -68,7 +68,7 @@ def load_run(run_dir: str | Path) -> Run:
         history = [json.loads(line) for line in (path / "history.jsonl").read_text().splitlines() if line.strip()]
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: config.json or history.jsonl is not valid JSON: {error}") from None
-    return Run(path, SearchConfig.from_dict(saved["config"]), SearchSpace.from_json(saved["space"]), history,
+    return Run(path, saved_config(saved["config"], path / "config.json"), SearchSpace.from_json(saved["space"]), history,
                *read_task_files(path))
 
 

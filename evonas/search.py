@@ -131,7 +131,16 @@ def load_run_config(run_dir: str | Path) -> SearchConfig:
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise ResumeError(f"{path} does not exist; is {run_dir} a run directory of `evonas search`?")
-    return SearchConfig.from_dict(json.loads(path.read_text())["config"])
+    return saved_config(json.loads(path.read_text())["config"], path)
+
+
+def saved_config(values: dict[str, Any], path: Path) -> SearchConfig:
+    """The config a run saved in `path`. It must name every field: one it lacks was added to evonas after the
+    run, and today's default for it (e.g. the task's size) need not be what the run used."""
+    if missing := sorted({field.name for field in dataclasses.fields(SearchConfig)} - set(values)):
+        raise ResumeError(f"{path} has no {', '.join(missing)}: it was written by an older evonas, whose defaults "
+                          f"may differ from today's; add the values that run used")
+    return SearchConfig.from_dict(values)
 
 
 def config_conflicts(config: SearchConfig, values: dict[str, Any]) -> list[str]:

@@ -176,3 +176,17 @@ def test_resuming_a_finished_run_changes_nothing(reference, capsys):
     assert main(["search", "--resume", str(reference)]) == 0
     assert "already finished" in capsys.readouterr().out
     assert {p: p.read_bytes() for p in reference.rglob("*") if p.is_file()} == before
+
+
+def test_a_run_saved_by_an_older_evonas_is_named_not_resumed_with_new_defaults(reference, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    saved = json.loads((run / "config.json").read_text())
+    del saved["config"]["listops"]  # a field evonas gained after such a run: today's default task may differ
+    (run / "config.json").write_text(json.dumps(saved))
+    (run / "summary.json").unlink()
+
+    assert main(["search", "--resume", str(run)]) == 2
+    assert f"{run / 'config.json'} has no listops: it was written by an older evonas" in capsys.readouterr().err
+    assert main(["retrain", str(run), "--quiet"]) == 2
+    assert "has no listops" in capsys.readouterr().err
