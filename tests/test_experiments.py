@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from evonas.datasets import load_text_task
-from evonas.models import Architecture, PopulationModel, forward_flops
+from evonas.models import Architecture, PopulationModel, count_params, forward_flops
 from evonas.population import Population
 from evonas.space import text_classifier_space
 from evonas.text_files import import_files
@@ -123,3 +123,22 @@ def test_population_benchmark_quick_run_reports_every_method(tmp_path, monkeypat
             assert set(figures) <= set(row[method])
     assert row["evonas_cached"]["mean_final_loss"] == row["evonas"]["mean_final_loss"]
     assert row["evonas"]["compilations"] == 2 and row["natural_loop"]["compilations"] == 3
+
+
+def test_torch_peer_has_the_parameters_of_each_standalone_model_and_trains(monkeypatch):
+    """The benchmark's PyTorch peer builds the same layers as `TextClassifier` (recurrences aside, whose biases
+    differ by design), so it does the same matmuls."""
+    pytest.importorskip("torch", reason="the PyTorch peer needs the bench extra: pip install -e '.[bench]'")
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    torch_models = load_experiment("torch_models")
+    space = text_classifier_space(max_blocks=3, ops=("attention", "conv5", "gated_mlp"), widths=(16,))
+    model = PopulationModel(space, vocab_size=20, max_length=12, num_classes=3)
+    archs = [Architecture.from_genome(space, genome) for genome in np.asarray(space.sample(jax.random.key(0), 8))]
+    for arch in archs:
+        peer = torch_models.TextClassifier(arch.to_dict(), 20, 12, 3)
+        assert sum(p.numel() for p in peer.parameters()) == count_params(model.standalone_shapes(arch)), arch
+
+    tokens = np.random.default_rng(0).integers(1, 20, (32, 12)).astype(np.int32)
+    result = torch_models.train_loop([a.to_dict() for a in archs[:2]], tokens, tokens[:, 0] % 3, vocab_size=20,
+                                     num_classes=3, batch_size=8, steps=3)
+    assert len(result["final_losses"]) == 2 and np.all(np.isfinite(result["final_losses"]))
