@@ -1,7 +1,8 @@
 """Population training: one compiled program trains and evaluates many genomes at once.
 
 Every function here takes a leading member axis, split evenly over every device of every
-process with `shard_map` (members are independent, so they never communicate). On each
+process with `shard_map` (members are independent, so they never communicate); a CPU host
+has one device per core (`evonas.cpu_devices`), so its cores train members side by side. On each
 device, members are mapped with `lax.map(..., batch_size=members_per_vmap)`: with 1 (the
 CPU default) they run one after another inside the program, so every gene's `lax.switch`
 stays unbatched and only the chosen branch executes; with more, that many members are

@@ -9,8 +9,9 @@ the same batch size and ListOps data (length 64, 10 classes), five ways, each in
 its own (so that each one's peak memory is its own and no method warms another's caches):
 
   evonas            `Population.init` then `Population.train` over all P members
-                    (`steps_per_call` fused steps per call, members_per_vmap=1): one program
-                    compiled for every genome, with JAX's persistent compilation cache empty
+                    (`steps_per_call` fused steps per call, members_per_vmap=1), members split
+                    over one CPU device per core (`evonas.cpu_devices`): one program compiled
+                    for every genome, with JAX's persistent compilation cache empty
                     (a user's first search over this space and shapes).
   evonas_cached     the same again in a new process, its programs now in the persistent cache
                     that the evonas run filled, as `evonas search` keeps one: a second search,
@@ -68,7 +69,7 @@ import evonas  # sets the allocator (evonas.allocator) before JAX allocates
 from evonas.allocator import GLIBC_ENVIRONMENT
 from evonas.data import listops_task
 from evonas.models import Architecture, PopulationModel, TextClassifier, count_params, forward_flops
-from evonas.population import Population, Split, TrainConfig, loss_fn, make_optimizer
+from evonas.population import Population, Split, TrainConfig, loss_fn, make_optimizer, pad_members
 from evonas.space import Gene, SearchSpace, text_classifier_space
 
 HERE = Path(__file__).resolve().parent
@@ -170,8 +171,10 @@ def bench_evonas(work: Work) -> dict[str, Any]:
     config = work.config
     model = PopulationModel(config.space(), work.vocab_size, work.max_length, work.num_classes)
     population = Population(model, TrainConfig(batch_size=config.batch_size, steps_per_call=config.steps_per_call))
-    genomes = jnp.asarray(work.genomes)
-    keys = jax.random.split(jax.random.key(INIT_SEED), len(genomes))
+    num = len(work.genomes)
+    padded = population.padded_size(num)  # padding members (the last genome again) are trained, not counted
+    genomes = pad_members(jnp.asarray(work.genomes), padded)
+    keys = pad_members(jax.random.split(jax.random.key(INIT_SEED), num), padded)
     key_train = jax.random.key(TRAIN_SEED)
 
     compile_start = time.perf_counter()
@@ -192,7 +195,7 @@ def bench_evonas(work: Work) -> dict[str, Any]:
         losses.append(np.asarray(call_losses))  # a search reads the losses after every call
     total = time.perf_counter() - start
     memory = train.memory_analysis()
-    final_losses = np.concatenate(losses, axis=1)[:, -1]
+    final_losses = np.concatenate(losses, axis=1)[:num, -1]
     return {
         "total_seconds": total,
         "compile_seconds": compile_seconds,
@@ -424,7 +427,8 @@ def run_benchmark(configs: Sequence[BenchConfig], log=print) -> dict[str, Any]:
                                 "torch_loop": "glibc default",
                                 "torch_loop_same_allocator": "allocator, as glibc environment variables"},
         "torch_omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "jax": jax.__version__,
+        "machine": {"cpu_count": os.cpu_count(), "jax_devices": jax.device_count(), "platform": platform.platform(),
+                    "jax": jax.__version__,
                     "xla_flags": os.environ.get("XLA_FLAGS", ""),
                     "loadavg_start": load_start, "loadavg_end": os.getloadavg()},
         "source_md5": sources,  # the evonas modules change often; this names the measured version

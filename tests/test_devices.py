@@ -89,3 +89,19 @@ def test_two_processes_run_one_search_equal_to_one_process(tmp_path, config_file
         finish(process)
     assert history(tmp_path / "process0") == eight_devices
     assert history(tmp_path / "process1") == eight_devices
+
+
+def device_count_after_import(**env):
+    """The CPU device count a fresh process sees after `import evonas`, under these environment variables."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
+    code = "import evonas, jax; print(jax.device_count(), evonas.CPU_DEVICES)"
+    out = subprocess.run([sys.executable, "-c", code], env={**clean, **env, "JAX_PLATFORMS": "cpu"},
+                         capture_output=True, text=True, check=True).stdout.split()
+    return int(out[0]), out[1]
+
+
+def test_evonas_gives_a_cpu_host_one_device_per_core_unless_a_count_is_set():
+    cores = len(os.sched_getaffinity(0))
+    assert device_count_after_import() == (cores, str(cores))
+    assert device_count_after_import(JAX_NUM_CPU_DEVICES="3") == (3, "None")
+    assert device_count_after_import(XLA_FLAGS="--xla_force_host_platform_device_count=5") == (5, "None")
