@@ -2,8 +2,8 @@
 
 XLA:CPU runs a program on a device one kernel after another, and a population member's step is a chain
 of small kernels that mostly keep one core busy. Given a device per core, the member axis is split over
-them as over GPUs, and each core trains its own members: on 2 cores the benchmark's tiny set trained
-1.9x more member-steps per second and its mid set 1.5x more, with the same losses to the last bit
+them as over GPUs, and each core trains its own members: on 2 cores, 2 devices trained 1.9x (16 tiny
+genomes) and 1.5x (8 mid ones) the member-steps per second of 1, with the same losses
 (`experiments/README.md`). A standalone model's jitted step runs as fast on either setting, and more
 devices than cores was slower than one per core.
 """
