@@ -26,7 +26,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from evonas.models import Params, PopulationModel
+from evonas.models import Architecture, Params, PopulationModel, forward_flops
 
 
 @struct.dataclass
@@ -251,6 +251,14 @@ class Population:
             compiled = pool.map(lambda program: program[0].lower(*program[1:]).compile(), programs.values())
             return dict(zip(programs, compiled))
 
+    def placement(self, genomes: np.ndarray) -> np.ndarray:
+        """An order of a chunk's members that gives every device about the same work (matmul FLOPs; the
+        rest of a member-step's time is about the same per member). Each member's result depends on its
+        own genome and key only, not on where it runs."""
+        costs = np.array([forward_flops(Architecture.from_genome(self.space, genome), self.model.max_length,
+                                        self.model.num_classes) for genome in genomes])
+        return balanced_order(costs, self.num_devices)
+
     def fit(self, keys: jax.Array, genomes: np.ndarray, train: Split, validation: Split, key_train: jax.Array,
             steps: int, chunk_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Initializes, trains and evaluates members, `chunk_size` at a time, all chunks through the same
@@ -268,8 +276,10 @@ class Population:
         num = len(genomes)
         chunk = self.padded_size(min(chunk_size, num))
         total = -(-num // chunk) * chunk
-        key_data = np.asarray(jax.random.key_data(pad_members(keys, total)))
         genomes = np.asarray(pad_members(genomes, total))
+        order = np.concatenate([start + self.placement(genomes[start:start + chunk]) for start in range(0, total, chunk)])
+        genomes = genomes[order]
+        key_data = np.asarray(jax.random.key_data(pad_members(keys, total)))[order]
         key_train = self.replicate(key_train)
 
         def placed(part):
@@ -288,7 +298,8 @@ class Population:
             accuracy, loss = self.evaluate(states, chunk_genomes, validation)
             del states
             results.append((_to_host(accuracy), _to_host(loss), np.concatenate([_to_host(x) for x in losses], axis=1)))
-        return tuple(np.concatenate(parts)[:num] for parts in zip(*results))
+        unordered = np.argsort(order)
+        return tuple(np.concatenate(parts)[unordered][:num] for parts in zip(*results))
 
     def _apply(self, width, params, genome, tokens, dropout_key=None) -> jax.Array:
         """Float32 logits at `width`, computed in the configured dtype from the float32 stored weights."""
@@ -363,6 +374,18 @@ class Population:
             return self.model.at_width(genome, at_width)
 
         return self._map(one, states, genomes)
+
+
+def balanced_order(costs: np.ndarray, num_devices: int) -> np.ndarray:
+    """An order of the members whose consecutive equal blocks (one per device) have about equal total cost:
+    the costliest member first, each to the least loaded device that still has room."""
+    per_device = len(costs) // num_devices
+    blocks, loads = [[] for _ in range(num_devices)], np.zeros(num_devices)
+    for member in np.argsort(-costs, kind="stable"):
+        device = min((d for d in range(num_devices) if len(blocks[d]) < per_device), key=lambda d: loads[d])
+        blocks[device].append(member)
+        loads[device] += costs[member]
+    return np.concatenate(blocks)
 
 
 def pad_members(rows: jax.Array, total: int) -> jax.Array:

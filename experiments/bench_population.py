@@ -10,7 +10,8 @@ its own (so that each one's peak memory is its own and no method warms another's
 
   evonas            `Population.init` then `Population.train` over all P members
                     (`steps_per_call` fused steps per call, members_per_vmap=1), members split
-                    over one CPU device per core (`evonas.cpu_devices`): one program compiled
+                    over one CPU device per core (`evonas.cpu_devices`), placed as `fit` places
+                    them (`Population.placement`): one program compiled
                     for every genome, with JAX's persistent compilation cache empty
                     (a user's first search over this space and shapes).
   evonas_cached     the same again in a new process, its programs now in the persistent cache
@@ -174,7 +175,9 @@ def bench_evonas(work: Work) -> dict[str, Any]:
     num = len(work.genomes)
     padded = population.padded_size(num)  # padding members (the last genome again) are trained, not counted
     genomes = pad_members(jnp.asarray(work.genomes), padded)
-    keys = pad_members(jax.random.split(jax.random.key(INIT_SEED), num), padded)
+    order = population.placement(np.asarray(genomes))  # each device about the same work, as in `fit`
+    genomes = genomes[order]
+    keys = pad_members(jax.random.split(jax.random.key(INIT_SEED), num), padded)[order]
     key_train = jax.random.key(TRAIN_SEED)
 
     compile_start = time.perf_counter()
@@ -195,7 +198,7 @@ def bench_evonas(work: Work) -> dict[str, Any]:
         losses.append(np.asarray(call_losses))  # a search reads the losses after every call
     total = time.perf_counter() - start
     memory = train.memory_analysis()
-    final_losses = np.concatenate(losses, axis=1)[:num, -1]
+    final_losses = np.concatenate(losses, axis=1)[np.argsort(order)][:num, -1]
     return {
         "total_seconds": total,
         "compile_seconds": compile_seconds,

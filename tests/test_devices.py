@@ -13,7 +13,10 @@ import socket
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+
+from evonas.population import balanced_order
 
 SPACE = {"max_blocks": 2, "ops": ["identity", "attention", "conv3"], "activations": ["relu", "tanh"], "norms": ["none"],
          "widths": [16], "heads": [1, 2], "ffn_expansions": [1], "dropouts": [0.0, 0.1], "positionals": ["none"],
@@ -105,3 +108,12 @@ def test_evonas_gives_a_cpu_host_one_device_per_core_unless_a_count_is_set():
     assert device_count_after_import() == (cores, str(cores))
     assert device_count_after_import(JAX_NUM_CPU_DEVICES="3") == (3, "None")
     assert device_count_after_import(XLA_FLAGS="--xla_force_host_platform_device_count=5") == (5, "None")
+
+
+def test_balanced_order_gives_each_device_as_many_members_and_about_the_same_work():
+    costs = np.array([9.0, 1, 1, 1, 8, 2, 2, 7])  # contiguous halves: 12 against 19; best split: 14 against 17
+    order = balanced_order(costs, num_devices=2)
+    assert sorted(order) == list(range(8))
+    assert sorted(costs[order].reshape(2, 4).sum(axis=1)) == [14, 17]
+    assert (order == balanced_order(costs, num_devices=2)).all()
+    assert sorted(balanced_order(costs, num_devices=8)) == list(range(8))
