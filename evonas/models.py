@@ -363,7 +363,8 @@ class PopulationModel:
     def _index(self, genome, name):
         return genome[self.space.index(name)]
 
-    def _value(self, genome, name):
+    def value(self, genome, name):
+        """The traced value a genome chooses for gene `name`."""
         return jnp.asarray(self.choices[name])[self._index(genome, name)]
 
     def _op_shapes(self, family: str, width: int, variant: int) -> Params:
@@ -484,7 +485,7 @@ class PopulationModel:
         positions = [lambda p=p: position_tables[p]().astype(x.dtype) for p in self.choices["positional"]]
         x = x + jax.lax.switch(self._index(genome, "positional"), positions)
         x = x * mask[..., None]
-        num_blocks = self._value(genome, "num_blocks")
+        num_blocks = self.value(genome, "num_blocks")
         per_slot = {part: jnp.stack([self._index(genome, f"block{i}_{part}") for i in range(self.num_slots)])
                     for part in ("op", "activation", "norm")}
 
@@ -532,7 +533,7 @@ class PopulationModel:
             variant, options = self._variants(op_name, genome)
             h = checkpointed_switch(variant, [functools.partial(op_output, *o) for o in options],
                                     slot_params["op"], normalized)
-            return (x + dropout(h, self._value(genome, "dropout"), key)) * mask[..., None]
+            return (x + dropout(h, self.value(genome, "dropout"), key)) * mask[..., None]
 
         # One switch, not a block cond around an op switch: each level of control flow copies its outputs.
         ops = [functools.partial(run_op, o) for o in self.choices["block0_op"]]

@@ -202,11 +202,8 @@ class Population:
         batch_size = None if self.config.members_per_vmap == 1 else self.config.members_per_vmap
         return jax.lax.map(lambda args: fn(*args), xs, batch_size=batch_size)
 
-    def _value(self, genome, name):
-        return jnp.asarray(self.space.gene(name).choices)[genome[self.space.index(name)]]
-
     def _optimizers(self, genome):
-        lr, wd = self._value(genome, "learning_rate"), self._value(genome, "weight_decay")
+        lr, wd = self.model.value(genome, "learning_rate"), self.model.value(genome, "weight_decay")
         names = self.space.gene("optimizer").choices
         return [make_optimizer(name, lr, wd, self.config.clip_norm) for name in names]
 
@@ -259,6 +256,15 @@ class Population:
                                         self.model.num_classes) for genome in genomes])
         return balanced_order(costs, self.num_devices)
 
+    def arrange(self, keys: jax.Array, genomes: np.ndarray, chunk: int) -> tuple[np.ndarray, jax.Array, np.ndarray]:
+        """Members padded to whole chunks of `chunk` (`pad_members`) and placed within each chunk
+        (`placement`). Returns `order`, the keys and the genomes: arranged member i is member `order[i]` of
+        the padded input, so `results[np.argsort(order)][:len(genomes)]` puts results back in input order."""
+        total = -(-len(genomes) // chunk) * chunk
+        genomes = np.asarray(pad_members(jnp.asarray(genomes), total))
+        order = np.concatenate([start + self.placement(genomes[start:start + chunk]) for start in range(0, total, chunk)])
+        return order, pad_members(keys, total)[order], genomes[order]
+
     def fit(self, keys: jax.Array, genomes: np.ndarray, train: Split, validation: Split, key_train: jax.Array,
             steps: int, chunk_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Initializes, trains and evaluates members, `chunk_size` at a time, all chunks through the same
@@ -275,11 +281,8 @@ class Population:
         """
         num = len(genomes)
         chunk = self.padded_size(min(chunk_size, num))
-        total = -(-num // chunk) * chunk
-        genomes = np.asarray(pad_members(genomes, total))
-        order = np.concatenate([start + self.placement(genomes[start:start + chunk]) for start in range(0, total, chunk)])
-        genomes = genomes[order]
-        key_data = np.asarray(jax.random.key_data(pad_members(keys, total)))[order]
+        order, keys, genomes = self.arrange(keys, genomes, chunk)
+        key_data, total = np.asarray(jax.random.key_data(keys)), len(genomes)
         key_train = self.replicate(key_train)
 
         def placed(part):

@@ -70,7 +70,7 @@ import evonas  # sets the allocator (evonas.allocator) before JAX allocates
 from evonas.allocator import GLIBC_ENVIRONMENT
 from evonas.data import listops_task
 from evonas.models import Architecture, PopulationModel, TextClassifier, count_params, forward_flops
-from evonas.population import Population, Split, TrainConfig, loss_fn, make_optimizer, pad_members
+from evonas.population import Population, Split, TrainConfig, loss_fn, make_optimizer
 from evonas.space import Gene, SearchSpace, text_classifier_space
 
 HERE = Path(__file__).resolve().parent
@@ -173,11 +173,10 @@ def bench_evonas(work: Work) -> dict[str, Any]:
     model = PopulationModel(config.space(), work.vocab_size, work.max_length, work.num_classes)
     population = Population(model, TrainConfig(batch_size=config.batch_size, steps_per_call=config.steps_per_call))
     num = len(work.genomes)
-    padded = population.padded_size(num)  # padding members (the last genome again) are trained, not counted
-    genomes = pad_members(jnp.asarray(work.genomes), padded)
-    order = population.placement(np.asarray(genomes))  # each device about the same work, as in `fit`
-    genomes = genomes[order]
-    keys = pad_members(jax.random.split(jax.random.key(INIT_SEED), num), padded)[order]
+    # As `fit` arranges them: padding members (the last genome again) are trained, not counted.
+    order, keys, genomes = population.arrange(jax.random.split(jax.random.key(INIT_SEED), num), work.genomes,
+                                              population.padded_size(num))
+    genomes = jnp.asarray(genomes)
     key_train = jax.random.key(TRAIN_SEED)
 
     compile_start = time.perf_counter()

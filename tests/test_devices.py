@@ -13,10 +13,13 @@ import socket
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
-from evonas.population import balanced_order
+from evonas.models import PopulationModel
+from evonas.population import Population, balanced_order
+from evonas.space import text_classifier_space
 
 SPACE = {"max_blocks": 2, "ops": ["identity", "attention", "conv3"], "activations": ["relu", "tanh"], "norms": ["none"],
          "widths": [16], "heads": [1, 2], "ffn_expansions": [1], "dropouts": [0.0, 0.1], "positionals": ["none"],
@@ -117,3 +120,18 @@ def test_balanced_order_gives_each_device_as_many_members_and_about_the_same_wor
     assert sorted(costs[order].reshape(2, 4).sum(axis=1)) == [14, 17]
     assert (order == balanced_order(costs, num_devices=2)).all()
     assert sorted(balanced_order(costs, num_devices=8)) == list(range(8))
+
+
+def test_arrange_places_members_within_each_chunk_and_its_order_puts_results_back():
+    space = text_classifier_space(**SPACE)
+    population = Population(PopulationModel(space, vocab_size=20, max_length=8, num_classes=3))
+    genomes = np.asarray(space.sample(jax.random.key(0), 7))
+    keys = jax.random.split(jax.random.key(1), 7)
+    chunk = 2 * population.num_devices
+    order, arranged_keys, arranged = population.arrange(keys, genomes, chunk)
+    assert len(arranged) == -(-7 // chunk) * chunk  # whole chunks; padding repeats the last member
+    for start in range(0, len(order), chunk):  # members stay in their chunk
+        assert sorted(order[start:start + chunk]) == list(range(start, start + chunk))
+    back = np.argsort(order)
+    np.testing.assert_array_equal(arranged[back][:7], genomes)
+    np.testing.assert_array_equal(jax.random.key_data(arranged_keys)[back][:7], jax.random.key_data(keys))
