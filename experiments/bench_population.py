@@ -3,6 +3,12 @@
 Command:
     python experiments/bench_population.py --out experiments/results/bench_population.json   # ~30 min
     python experiments/bench_population.py --out /tmp/bench.json --quick   # CI smoke run, < 2 min
+    python experiments/bench_population.py --out F.json --repeats 3   # each method 3 times: ~1 h
+
+On a shared machine one run of a method can be 15% slower than the next (experiments/README.md):
+`--repeats N` runs every method N times, in rounds (each round runs the methods in order, evonas with an
+empty compilation cache of its own), and reports each method's run with the median total time, with every
+run's total and steady-state figures in `runs`.
 
 The same distinct random genomes (fixed key) are trained for the same number of steps, with
 the same batch size and ListOps data (length 64, 10 classes), five ways, each in a process of
@@ -318,8 +324,10 @@ def run_child(method: str, spec_path: Path, result_path: Path) -> None:
 # ---- the parent: configs, child processes, derived figures ----------------------------------
 
 
-def run_method(method: str, spec_path: Path, log) -> dict[str, Any] | None:
-    """Runs one method in a fresh process; None (with a message) for torch methods without torch."""
+def run_method(method: str, spec_path: Path, log, repeat: int = 0) -> dict[str, Any] | None:
+    """Runs one method in a fresh process; None (with a message) for torch methods without torch. Each
+    `repeat` has its own compilation cache, so its evonas run compiles cold and its evonas_cached run reads
+    what that one wrote."""
     result_path = spec_path.with_name(f"{method}.json")
     env = dict(os.environ)
     if method.startswith("torch"):
@@ -334,7 +342,7 @@ def run_method(method: str, spec_path: Path, log) -> dict[str, Any] | None:
     else:
         command = [sys.executable, __file__, "--child", method, "--spec", str(spec_path), "--result", str(result_path)]
         if method.startswith("evonas"):  # evonas fills the cache, evonas_cached reads it
-            env["JAX_COMPILATION_CACHE_DIR"] = str(spec_path.parent / "compilation_cache")
+            env["JAX_COMPILATION_CACHE_DIR"] = str(spec_path.parent / f"compilation_cache_{repeat}")
     start = time.perf_counter()
     subprocess.run(command, env=env, check=True)
     result = json.loads(result_path.read_text())
@@ -346,17 +354,22 @@ def figures(raw: dict[str, Any] | None, useful_flops: float, executed_flops: flo
     """The JSON's `M` for one method: raw timings plus rates; flops are per step summed over members."""
     if raw is None:
         return None
+    def member_steps_per_second(run):
+        return population * run["steady_steps_per_member"] / run["steady_seconds"]
+
     steady_steps, seconds = raw["steady_steps_per_member"], raw["steady_seconds"]
     return {
         "total_seconds": raw["total_seconds"],
         "compile_seconds": raw["compile_seconds"],
-        "member_steps_per_second": population * steady_steps / seconds,
+        "member_steps_per_second": member_steps_per_second(raw),
         "useful_gflops": useful_flops * steady_steps / seconds / 1e9,
         "executed_gflops": executed_flops * steady_steps / seconds / 1e9,
         "compilations": raw["compilations"],
         "peak_memory_bytes": raw["peak_memory_bytes"],
         **{k: v for k, v in raw.items() if k not in ("total_seconds", "compile_seconds", "compilations",
-                                                        "peak_memory_bytes")},
+                                                        "peak_memory_bytes", "runs")},
+        "runs": [{"total_seconds": run["total_seconds"], "compile_seconds": run["compile_seconds"],
+                  "member_steps_per_second": member_steps_per_second(run)} for run in raw["runs"]],
     }
 
 
@@ -374,7 +387,17 @@ def evonas_step_flops(config: BenchConfig, genomes: np.ndarray, vocab_size: int,
     return sum(member_step_flops(closed, [*params, genome, tokens, labels, key]) for genome in genomes)
 
 
-def run_config(config: BenchConfig, task, workdir: Path, log) -> dict[str, Any]:
+def median_run(raws: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The run with the median total time (the faster middle one of an even count), with every run's totals
+    and steady-state figures in `runs`; None for a method that did not run."""
+    if not raws:
+        return None
+    ordered = sorted(raws, key=lambda raw: raw["total_seconds"])
+    keys = ("total_seconds", "compile_seconds", "steady_seconds", "steady_steps_per_member")
+    return {**ordered[(len(ordered) - 1) // 2], "runs": [{key: raw[key] for key in keys} for raw in raws]}
+
+
+def run_config(config: BenchConfig, task, workdir: Path, log, repeats: int = 1) -> dict[str, Any]:
     space = config.space()
     genomes = distinct_genomes(space, jax.random.key(GENOME_SEED), config.population_size)
     archs = [Architecture.from_genome(space, g) for g in genomes]
@@ -399,14 +422,19 @@ def run_config(config: BenchConfig, task, workdir: Path, log) -> dict[str, Any]:
            "mean_forward_mflops_per_sequence": float(np.mean([forward_flops(a, length, task.num_classes)
                                                               for a in archs])) / 1e6,
            "useful_over_executed_evonas": useful / executed}
+    raws = {method: [] for method in METHODS}
+    for repeat in range(repeats):
+        for method in METHODS:
+            log(f"[{config.name} P={config.population_size}] {method}{f' (run {repeat + 1} of {repeats})' if repeats > 1 else ''} ...")
+            raw = run_method(method, spec_path, log, repeat)
+            raws[method] += [] if raw is None else [raw]
     for method in METHODS:
-        log(f"[{config.name} P={config.population_size}] {method} ...")
-        raw = run_method(method, spec_path, log)
-        row[method] = figures(raw, useful, executed if method.startswith("evonas") else useful, config.population_size)
+        flops = executed if method.startswith("evonas") else useful
+        row[method] = figures(median_run(raws[method]), useful, flops, config.population_size)
     return row
 
 
-def run_benchmark(configs: Sequence[BenchConfig], log=print) -> dict[str, Any]:
+def run_benchmark(configs: Sequence[BenchConfig], log=print, repeats: int = 1) -> dict[str, Any]:
     """Every config with every method on shared genomes; returns the JSON-ready results."""
     start = time.perf_counter()
     load_start, sources = os.getloadavg(), source_hashes()
@@ -416,13 +444,14 @@ def run_benchmark(configs: Sequence[BenchConfig], log=print) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as workdir:
         rows = []
         for config in configs:
-            rows.append(run_config(config, task, Path(workdir), log))
+            rows.append(run_config(config, task, Path(workdir), log, repeats))
             log(format_table(rows[-1:]))
     peak_end = peak_matmul_gflops()  # again at the end: on a shared machine either one may be depressed
     return {
         "peak_matmul_gflops": max(peak_start, peak_end),
         "peak_matmul_gflops_start_end": [peak_start, peak_end],
         "configs": rows,
+        "repeats": repeats,  # runs per method; each M is its run with the median total time
         "allocator": evonas.ALLOCATOR,
         "allocator_by_method": {"evonas": "allocator", "evonas_cached": "allocator", "natural_loop": "allocator",
                                 "scan_loop": "allocator",
@@ -469,6 +498,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", help="where to write the JSON results")
     parser.add_argument("--quick", action="store_true", help="one small config: a ~2-minute smoke run")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs per method; each method reports its run with the median total time")
     parser.add_argument("--child", choices=("evonas", "evonas_cached", "natural_loop", "scan_loop"),
                         help=argparse.SUPPRESS)
     parser.add_argument("--spec", type=Path, help=argparse.SUPPRESS)
@@ -479,7 +510,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
         return None
     if not args.out:
         parser.error("--out is required")
-    results = run_benchmark(get_configs(args.quick), log=lambda text: print(text, flush=True))
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    results = run_benchmark(get_configs(args.quick), log=lambda text: print(text, flush=True), repeats=args.repeats)
     print(f"\npeak float32 matmul {results['peak_matmul_gflops']:.1f} GFLOP/s; allocator: {results['allocator']}")
     print(format_table(results["configs"], results["peak_matmul_gflops"]))
     out = Path(args.out)
