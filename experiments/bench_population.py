@@ -388,13 +388,12 @@ def evonas_step_flops(config: BenchConfig, genomes: np.ndarray, vocab_size: int,
 
 
 def median_run(raws: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The run with the median total time (the faster middle one of an even count), with every run's totals
-    and steady-state figures in `runs`; None for a method that did not run."""
+    """The run with the median total time (the faster middle one of an even count), with every run in `runs`
+    (`figures` keeps their totals and steady state); None for a method that did not run."""
     if not raws:
         return None
     ordered = sorted(raws, key=lambda raw: raw["total_seconds"])
-    keys = ("total_seconds", "compile_seconds", "steady_seconds", "steady_steps_per_member")
-    return {**ordered[(len(ordered) - 1) // 2], "runs": [{key: raw[key] for key in keys} for raw in raws]}
+    return {**ordered[(len(ordered) - 1) // 2], "runs": raws}
 
 
 def run_config(config: BenchConfig, task, workdir: Path, log, repeats: int = 1) -> dict[str, Any]:
