@@ -7,7 +7,7 @@ import pytest
 
 from evonas import data
 
-SMALL = dict(num_train=300, num_validation=100, num_test=100)
+SMALL = {"num_train": 300, "num_validation": 100, "num_test": 100}
 
 
 @pytest.fixture(scope="module")

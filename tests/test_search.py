@@ -11,8 +11,8 @@ SMALL_SPACE = {"max_blocks": 2, "ops": ("identity", "attention", "conv3", "gru")
 
 
 def small_config(**overrides):
-    values = dict(num_children=8, children_per_generation=4, population_size=4, sample_size=2, steps=10,
-                  steps_per_call=5, space=SMALL_SPACE)
+    values = {"num_children": 8, "children_per_generation": 4, "population_size": 4, "sample_size": 2, "steps": 10,
+              "steps_per_call": 5, "space": SMALL_SPACE}
     return SearchConfig(**{**values, **overrides})
 
 
