@@ -220,11 +220,18 @@ class Population:
     def _init(self, keys: jax.Array, genomes: jax.Array) -> MemberState:
         return self._map(self._init_member, keys, genomes)
 
+    def state_shapes(self, num_members: int, sharding: NamedSharding | None = None) -> MemberState:
+        """The shapes of what `init` returns for `num_members` members, found without tracing it."""
+
+        def stacked(shape, dtype):
+            return jax.ShapeDtypeStruct((num_members, *shape), dtype, sharding=sharding)
+
+        params = jax.tree.map(lambda leaf: stacked(leaf.shape, leaf.dtype), self.model.stored_shapes)
+        return MemberState(params, tuple(stacked(shape, dtype) for shape, dtype in self.optimizer_state.kinds))
+
     def member_bytes(self) -> int:
         """Bytes of one member's state (stored parameters and optimizer states), found without allocating."""
-        genome = jax.ShapeDtypeStruct((self.space.num_genes,), jnp.int32)
-        state = jax.eval_shape(self._init_member, jax.random.key(0), genome)
-        return sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(state))
+        return sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(self.state_shapes(1)))
 
     def chunk_size(self, memory_budget_bytes: int) -> int:
         """Members trained at once within the budget. Each holds its state, the donated step's new state and
@@ -235,18 +242,18 @@ class Population:
     def compile(self, keys: jax.Array, genomes: jax.Array, train: Split, key_train: jax.Array,
                 validation: Split | None = None) -> dict[str, jax.stages.Compiled]:
         """Compiles init, train and (given a validation split) evaluate for chunks placed like `keys` and
-        `genomes`, all at once: tracing one (Python) overlaps compiling another (XLA, outside the GIL), about
-        6-8% off a mid-size space's 24 s on 2 cores. Calls with these shapes then reuse the programs."""
-        sharding = NamedSharding(self.mesh, P(MEMBERS))
-        states = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
-                              jax.eval_shape(self.init, keys, genomes))
-        programs = {"init": (self.init, keys, genomes),
-                    "train": (self.train, states, genomes, train, key_train, self.replicate(np.int32(0)))}
+        `genomes`, side by side. Each is lowered (traced: Python, holding the GIL) in this thread, the train
+        program first, and compiled by XLA (outside the GIL) in a thread of its own while the next is lowered:
+        train's compilation, the longest, starts as early as it can. Calls with these shapes then reuse the
+        programs. Measured in experiments/README.md."""
+        states = self.state_shapes(len(genomes), NamedSharding(self.mesh, P(MEMBERS)))
+        programs = {"train": (self.train, states, genomes, train, key_train, self.replicate(np.int32(0))),
+                    "init": (self.init, keys, genomes)}
         if validation is not None:
             programs["evaluate"] = (self.evaluate, states, genomes, validation)
         with concurrent.futures.ThreadPoolExecutor(len(programs)) as pool:
-            compiled = pool.map(lambda program: program[0].lower(*program[1:]).compile(), programs.values())
-            return dict(zip(programs, compiled))
+            futures = {name: pool.submit(fn.lower(*args).compile) for name, (fn, *args) in programs.items()}
+            return {name: future.result() for name, future in futures.items()}
 
     def placement(self, genomes: np.ndarray) -> np.ndarray:
         """An order of a chunk's members that gives every device about the same work (matmul FLOPs; the

@@ -144,6 +144,18 @@ def test_population_init_draws_each_member_like_its_standalone_init(setting):
         jax.tree_util.tree_map_with_path(check, m["init"], m["ref_init"])
 
 
+def test_state_shapes_are_what_init_returns():
+    """`compile` and the memory budget use `state_shapes` instead of tracing init; both must agree."""
+    task = listops_task(seed=0, num_train=8, num_validation=4, num_test=4, max_length=16, max_depth=2)
+    space = text_classifier_space()
+    population = Population(PopulationModel(space, task.vocab_size, task.max_length, task.num_classes))
+    genomes = jax.ShapeDtypeStruct((6, space.num_genes), jnp.int32)
+    traced = jax.eval_shape(population.init, jax.eval_shape(lambda: jax.random.split(jax.random.key(0), 6)), genomes)
+    assert jax.tree.structure(population.state_shapes(6)) == jax.tree.structure(traced)
+    assert [(a.shape, a.dtype) for a in jax.tree.leaves(population.state_shapes(6))] == \
+        [(a.shape, a.dtype) for a in jax.tree.leaves(traced)]
+
+
 def test_population_training_matches_each_standalone_model_trained_alone():
     """A few train steps of members with each optimizer (one shared optimizer state) against optax on the
     standalone model, with the same batches and dropout masks."""
