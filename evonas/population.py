@@ -268,7 +268,7 @@ class Population:
         (`placement`). Returns `order`, the keys and the genomes: arranged member i is member `order[i]` of
         the padded input, so `results[np.argsort(order)][:len(genomes)]` puts results back in input order."""
         total = -(-len(genomes) // chunk) * chunk
-        genomes = np.asarray(pad_members(jnp.asarray(genomes), total))
+        genomes = pad_members(np.asarray(genomes), total)
         order = np.concatenate([start + self.placement(genomes[start:start + chunk]) for start in range(0, total, chunk)])
         return order, pad_members(keys, total)[order], genomes[order]
 
@@ -398,10 +398,10 @@ def balanced_order(costs: np.ndarray, num_devices: int) -> np.ndarray:
     return np.concatenate(blocks)
 
 
-def pad_members(rows: jax.Array, total: int) -> jax.Array:
+def pad_members(rows, total: int):
     """Repeats the last member up to `total` members (e.g. `padded_size`); padding members are computed and
-    dropped."""
-    return jnp.concatenate([rows, jnp.repeat(rows[-1:], total - len(rows), axis=0)])
+    dropped. Host (numpy) rows stay on the host."""
+    return rows[np.minimum(np.arange(total), len(rows) - 1)]
 
 
 def _to_host(x: jax.Array) -> np.ndarray:
