@@ -151,9 +151,9 @@ def test_state_shapes_are_what_init_returns():
     population = Population(PopulationModel(space, task.vocab_size, task.max_length, task.num_classes))
     genomes = jax.ShapeDtypeStruct((6, space.num_genes), jnp.int32)
     traced = jax.eval_shape(population.init, jax.eval_shape(lambda: jax.random.split(jax.random.key(0), 6)), genomes)
-    assert jax.tree.structure(population.state_shapes(6)) == jax.tree.structure(traced)
-    assert [(a.shape, a.dtype) for a in jax.tree.leaves(population.state_shapes(6))] == \
-        [(a.shape, a.dtype) for a in jax.tree.leaves(traced)]
+    derived = population.state_shapes(6)
+    assert jax.tree.structure(derived) == jax.tree.structure(traced)
+    assert [(a.shape, a.dtype) for a in jax.tree.leaves(derived)] == [(a.shape, a.dtype) for a in jax.tree.leaves(traced)]
 
 
 def test_population_training_matches_each_standalone_model_trained_alone():
