@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from evonas.data import listops_task
-from evonas.models import Architecture, PopulationModel, TextClassifier, count_params, forward_flops
+from evonas.models import Architecture, PopulationModel, TextClassifier, count_params, dropout, forward_flops
 from evonas.population import Population, TrainConfig, loss_fn, make_optimizer
 from evonas.space import OPS, Gene, SearchSpace, text_classifier_space
 
@@ -122,6 +122,19 @@ def test_padding_does_not_change_a_models_output():
         short = model.apply({"params": params}, tokens, tokens != 0)
         long = model.apply({"params": params}, padded, padded != 0)
         np.testing.assert_allclose(short, long, rtol=1e-4, atol=1e-5)
+
+
+def test_dropout_drops_at_its_rate_independently_and_rescales():
+    x = jnp.ones((64, 64, 128))
+    kept = np.asarray(dropout(x, 0.3, jax.random.key(0)))
+    dropped = (kept == 0).ravel()
+    assert abs(dropped.mean() - 0.3) < 0.003  # 5 standard deviations
+    np.testing.assert_allclose(kept[kept != 0], 1 / (1 - round(0.3 * 65536) / 65536))
+    # Elements sharing a word, in neighbouring words, half the array apart, or under another key: independent.
+    other_key = (np.asarray(dropout(x, 0.3, jax.random.key(1))) == 0).ravel()
+    pairs = [(dropped[:-lag], dropped[lag:]) for lag in (1, 2, 3, dropped.size // 2)] + [(dropped, other_key)]
+    for first, second in pairs:
+        assert abs((first & second).mean() - 0.09) < 0.003
 
 
 def test_population_model_rejects_blocks_with_different_choices():
