@@ -67,9 +67,9 @@ class Architecture:
 def dropout(x: jax.Array, rate, key: jax.Array | None) -> jax.Array:
     """Inverted dropout with an explicit key, so both model forms draw the same mask.
 
-    16 random bits decide each element, two per 32-bit word. Threefry draws only two words per call;
-    every other word hashes its position with them (`lowbias32`): drawing them all with threefry cost
-    3-4% of a mid-size population step (experiments/README.md). The rate is rounded to 1/65536.
+    16 random bits decide each element, two per 32-bit word. Threefry draws just two words per call, and
+    each element's word is the `lowbias32` hash of its position mixed with them: drawing every word with
+    threefry cost 4-5% of a population train call (experiments/README.md). The rate is rounded to 1/65536.
     """
     if key is None:
         return x
