@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from evonas.data import listops_task
-from evonas.models import Architecture, PopulationModel, TextClassifier, count_params, dropout, forward_flops
+from evonas.models import Architecture, PopulationModel, TextClassifier, count_params, dropout, forward_flops, matmul
 from evonas.population import Population, TrainConfig, loss_fn, make_optimizer
 from evonas.space import OPS, Gene, SearchSpace, text_classifier_space
 
@@ -135,6 +135,18 @@ def test_dropout_drops_at_its_rate_independently_and_rescales():
     pairs = [(dropped[:-lag], dropped[lag:]) for lag in (1, 2, 3, dropped.size // 2)] + [(dropped, other_key)]
     for first, second in pairs:
         assert abs((first & second).mean() - 0.09) < 0.003
+
+
+@pytest.mark.parametrize("x_shape", [(6, 5), (2, 7, 5)])
+def test_matmul_has_the_gradients_of_a_plain_matmul(x_shape):
+    x, kernel = (jax.random.normal(key, shape) for key, shape in zip(jax.random.split(jax.random.key(0)), [x_shape, (5, 3)]))
+    def loss(product):
+        return lambda x, kernel: jnp.sum(jnp.sin(product(x, kernel)))
+    got = jax.jit(jax.grad(loss(matmul), argnums=(0, 1)))(x, kernel)
+    want = jax.grad(loss(lambda a, b: a @ b), argnums=(0, 1))(x, kernel)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
 
 
 def test_population_model_rejects_blocks_with_different_choices():
