@@ -10,7 +10,7 @@ from pathlib import Path
 OPTION_TO_FIELD = {  # CLI option -> SearchConfig field
     "seed": "seed", "strategy": "strategy", "population": "population_size", "sample_size": "sample_size",
     "children": "num_children", "batch": "children_per_generation", "steps": "steps",
-    "mutation_rate": "mutation_rate", "crossover_rate": "crossover_rate", "members_per_vmap": "members_per_vmap",
+    "mutation_rate": "mutation_rate", "crossover_rate": "crossover_rate", "population_form": "population_form",
     "compute_dtype": "compute_dtype",
     "memory_budget_gb": "memory_budget_gb",
     "dataset": "dataset", "data_dir": "data_dir", "text_feature": "text_feature", "label_feature": "label_feature",
@@ -39,8 +39,10 @@ def _search_parser(subparsers):
     parser.add_argument("--steps", type=int, help=f"training steps per child (default {defaults.steps})")
     parser.add_argument("--mutation-rate", type=float, help=f"per-gene rate (default {defaults.mutation_rate})")
     parser.add_argument("--crossover-rate", type=float, help=f"default {defaults.crossover_rate}")
-    parser.add_argument("--members-per-vmap", type=int, help="members vectorised side by side; raise on GPU/TPU, "
-                        f"1 is best on CPU (default {defaults.members_per_vmap})")
+    parser.add_argument("--population-form", choices=["auto", "member", "grouped"], help="how a generation's "
+                        "members share the devices: 'member', one after another (best on CPUs); 'grouped', side by "
+                        "side, grouped by the op each block runs (GPUs, TPUs); 'auto' picks by platform (default "
+                        f"{defaults.population_form})")
     parser.add_argument("--compute-dtype", choices=["float32", "bfloat16"], help="dtype of the forward and backward "
                         "passes; bfloat16 is for GPUs and TPUs, weights and optimizer stay float32 (default "
                         f"{defaults.compute_dtype})")

@@ -20,7 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from evonas.models import Architecture, Params, TextClassifier
+from evonas.layers import Params
+from evonas.models import Architecture, TextClassifier
 from evonas.space import SearchSpace
 from evonas.text import PAD_ID, Tokenizer
 

@@ -21,10 +21,13 @@ from tqdm import tqdm
 
 from evonas.data import TASK_FILE, TOKENIZER_FILE, TextSplit, read_task_files
 from evonas.export import export_model
-from evonas.models import Architecture, PopulationModel, count_params
-from evonas.population import MemberState, Population, pad_members
+from evonas.layers import Params
+from evonas.models import Architecture, count_params
+from evonas.population import Population
 from evonas.search import SearchConfig, load_task, saved_config
+from evonas.sharding import memory_budget_bytes
 from evonas.space import SearchSpace
+from evonas.supernet import PopulationModel
 from evonas.text import Tokenizer
 
 RUN_FILES = ("config.json", "history.jsonl", TOKENIZER_FILE, TASK_FILE)  # what retrain reads of a search run
@@ -48,8 +51,8 @@ class Retrained:
     """The retrained members (member m = seed index m // k, genome rank m % k) and the written results."""
 
     population: Population
-    genomes: jax.Array  # int32[k * N, num_genes]
-    states: MemberState  # leading member axis k * N
+    genomes: np.ndarray  # int32[k * N, num_genes]
+    params: Params  # every member's trained stored parameters, on the host, leading member axis k * N
     results: dict[str, Any]
 
 
@@ -123,23 +126,26 @@ def retrain(run_dir: str | Path, top_k: int = 1, num_seeds: int = 3, steps: int 
                                        steps_per_call=math.gcd(steps, run.config.steps_per_call))
     population = Population(model, train_config)
     num_members = top_k * num_seeds
-    genomes = pad_members(jnp.asarray([r["genome"] for r in records] * num_seeds, jnp.int32),
-                          population.padded_size(num_members))
-    states, diverged = _train_seeds(population, genomes, num_seeds, top_k, population.put_split(train_split), steps,
-                                    progress)
-    val_accuracy, _ = population.evaluate(states, genomes, population.put_split(task.validation))
-    test_accuracy, test_loss = population.evaluate(states, genomes, population.put_split(task.test))
-    val_accuracy, test_accuracy = val_accuracy[:num_members], test_accuracy[:num_members]
-    diverged = diverged[:num_members] | ~np.isfinite(np.asarray(test_loss[:num_members]))
-    per_seed = {name: np.asarray(values).reshape(num_seeds, top_k).T
-                for name, values in (("val", val_accuracy), ("test", test_accuracy), ("diverged", diverged))}
+    genomes = np.asarray([r["genome"] for r in records] * num_seeds, np.int32)  # member m: seed m // k, rank m % k
+    seed_keys = [jax.random.split(jax.random.key(seed)) for seed in range(num_seeds)]  # (init, train) per seed
+    init_keys = jnp.stack([jax.random.fold_in(keys[0], rank) for keys in seed_keys for rank in range(top_k)])
+    train_keys = jnp.stack([keys[1] for keys in seed_keys for _ in range(top_k)])
+    budget = memory_budget_bytes() if run.config.memory_budget_gb is None else int(run.config.memory_budget_gb * 2**30)
+    splits = {"validation": population.put_split(task.validation), "test": population.put_split(task.test)}
+    with tqdm(total=steps * num_members, disable=not progress, desc="retrain", unit="member-step") as bar:
+        fitted = population.fit(init_keys, genomes, population.put_split(train_split), splits, train_keys, steps,
+                                population.chunk_size(budget), keep_params=True,
+                                progress=lambda member_steps: bar.update(member_steps))
+    diverged = ~np.isfinite(fitted["losses"]).all(axis=1) | ~np.isfinite(fitted["test_loss"])
+    per_seed = {name: np.asarray(values).reshape(num_seeds, top_k).T for name, values in
+                (("val", fitted["validation_accuracy"]), ("test", fitted["test_accuracy"]), ("diverged", diverged))}
 
     chosen, seed_index = (0, 0) if with_validation else _best_by_validation(per_seed)
     member = seed_index * top_k + chosen
     arch = Architecture.from_genome(run.space, records[chosen]["genome"])
     out = run.path / "retrain"
     export_model(out / "model", run.space, records[chosen]["genome"],
-                 model.extract(arch, jax.tree.map(lambda a: a[member], states.params)), task.tokenizer,
+                 model.extract(arch, jax.tree.map(lambda a: a[member], fitted["params"])), task.tokenizer,
                  task.label_names)
 
     genome_results = [_genome_result(run.space, model, record, per_seed, rank) for rank, record in enumerate(records)]
@@ -159,31 +165,11 @@ def retrain(run_dir: str | Path, top_k: int = 1, num_seeds: int = 3, steps: int 
         "wall_seconds": time.perf_counter() - start,
     }
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    return Retrained(population, genomes, states, results)
+    return Retrained(population, genomes, fitted["params"], results)
 
 
 def _concatenate(first: TextSplit, second: TextSplit) -> TextSplit:
     return TextSplit(np.concatenate([first.tokens, second.tokens]), np.concatenate([first.labels, second.labels]))
-
-
-def _train_seeds(population: Population, genomes: jax.Array, num_seeds: int, per_seed: int, data, steps: int,
-                 progress: bool):
-    """Initializes and trains every member, each seed with its own init, batches and dropout; returns the
-    states and which members' losses went non-finite."""
-    num_members = genomes.shape[0]  # num_seeds x per_seed genomes, then padding members
-    seed_keys = [jax.random.split(jax.random.key(seed)) for seed in range(num_seeds)]  # (init, train) per seed
-    init_keys = jnp.stack([jax.random.fold_in(keys[0], rank) for keys in seed_keys for rank in range(per_seed)])
-    train_keys = jnp.stack([keys[1] for keys in seed_keys for _ in range(per_seed)])
-    init_keys, train_keys = pad_members(init_keys, num_members), pad_members(train_keys, num_members)
-    states = population.init(init_keys, genomes)
-    finite = np.ones(num_members, bool)
-    with tqdm(total=steps, disable=not progress, desc="retrain", unit="step") as bar:
-        for call in range(steps // population.config.steps_per_call):
-            start_step = jnp.int32(call * population.config.steps_per_call)
-            states, losses = population.train(states, genomes, data, train_keys, start_step)
-            finite &= np.isfinite(np.asarray(losses)).all(axis=-1)
-            bar.update(population.config.steps_per_call)
-    return states, ~finite
 
 
 def _best_by_validation(per_seed) -> tuple[int, int]:

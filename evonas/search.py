@@ -17,10 +17,13 @@ from tqdm import tqdm
 
 from evonas import data as data_lib
 from evonas.checkpoint import Checkpoints, Progress, ResumeError
-from evonas.models import Architecture, PopulationModel, count_params, forward_flops
-from evonas.population import Population, TrainConfig, memory_budget_bytes
+from evonas.member import TrainConfig
+from evonas.models import Architecture, count_params, forward_flops
+from evonas.population import Population
+from evonas.sharding import memory_budget_bytes
 from evonas.space import SearchSpace, text_classifier_space
 from evonas.strategies import STRATEGIES
+from evonas.supernet import PopulationModel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +43,9 @@ class SearchConfig:
     crossover_rate: float = 0.5
     batch_size: int = 32
     steps_per_call: int = 25
-    members_per_vmap: int = 1
+    # "member": members one after another (CPUs); "grouped": side by side, grouped by the op each block runs
+    # (GPUs, TPUs); "auto": by the devices' platform.
+    population_form: str = "auto"
     compute_dtype: str = "float32"  # or "bfloat16" on GPUs and TPUs; weights, loss and optimizer stay float32
     memory_budget_gb: float | None = None  # for the members trained at once; None: half the RAM or device memory
     task: str = "listops"
@@ -95,7 +100,7 @@ class SearchConfig:
         return TrainConfig(
             batch_size=self.batch_size,
             steps_per_call=math.gcd(self.steps, self.steps_per_call),
-            members_per_vmap=self.members_per_vmap,
+            form=self.population_form,
             compute_dtype=self.compute_dtype,
         )
 
@@ -201,9 +206,10 @@ def run_search(config: SearchConfig, out_dir: str | Path, progress: bool = True,
         for generation in range(int(state.generation), num_generations):
             key_ask, key_init, key_train = jax.random.split(jax.random.fold_in(key, generation), 3)
             children, parents = strategy.ask(key_ask, state)
-            accuracy, val_loss, losses = population.fit(
-                jax.random.split(key_init, config.children_per_generation), np.asarray(children), train, validation,
-                key_train, config.steps, chunk_size)
+            fitted = population.fit(
+                jax.random.split(key_init, config.children_per_generation), np.asarray(children), train,
+                {"validation": validation}, key_train, config.steps, chunk_size)
+            accuracy, val_loss, losses = fitted["validation_accuracy"], fitted["validation_loss"], fitted["losses"]
             diverged = ~np.isfinite(losses).all(axis=1) | ~np.isfinite(val_loss)
             fitness = np.where(diverged, -np.inf, accuracy)
             first_id = int(state.next_id)

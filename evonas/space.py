@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from evonas.layers import ACTIVATION_FNS, OPS
+
 Genome = jax.Array  # int32[num_genes]
 
 
@@ -117,8 +119,7 @@ class SearchSpace:
         return cls(tuple(Gene(item["name"], tuple(item["choices"])) for item in data))
 
 
-OPS = ("identity", "attention", "conv3", "conv5", "conv7", "gated_mlp", "gru", "lstm")
-ACTIVATIONS = ("relu", "gelu", "swish", "tanh")
+ACTIVATIONS = tuple(ACTIVATION_FNS)
 NORMS = ("layernorm", "rmsnorm", "none")
 
 
@@ -137,7 +138,8 @@ def text_classifier_space(
     weight_decays: Sequence[float] = (0.0, 1e-4, 1e-2),
     optimizers: Sequence[str] = ("adamw", "lion", "sgd"),
 ) -> SearchSpace:
-    """The text-classifier space that `evonas.models` decodes; narrow any gene by passing fewer choices."""
+    """The text-classifier space that `evonas.models` decodes (its ops: `evonas.layers.OP_FAMILIES`); narrow any
+    gene by passing fewer choices."""
     for name, allowed, given in (("op", OPS, ops), ("activation", ACTIVATIONS, activations), ("norm", NORMS, norms)):
         if unknown := set(given) - set(allowed):
             raise ValueError(f"unknown {name} choices {sorted(unknown)}; allowed are {list(allowed)}")

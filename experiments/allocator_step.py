@@ -22,8 +22,10 @@ from bench_population import CLIP_NORM, MID_SPACE, BenchConfig, distinct_genomes
 
 import evonas
 from evonas.data import listops_task
-from evonas.models import Architecture, BlockConfig, PopulationModel, TextClassifier
-from evonas.population import Population, Split, TrainConfig, make_optimizer
+from evonas.member import Split, TrainConfig, make_optimizer
+from evonas.models import Architecture, BlockConfig, TextClassifier
+from evonas.population import Population
+from evonas.supernet import PopulationModel
 
 
 def population_rate(task, train: Split, steps_per_call: int, calls: int) -> float:

@@ -75,9 +75,11 @@ from peak_memory import peak_rss_bytes
 import evonas  # sets the allocator (evonas.allocator) before JAX allocates
 from evonas.allocator import GLIBC_ENVIRONMENT
 from evonas.data import listops_task
-from evonas.models import Architecture, PopulationModel, TextClassifier, count_params, forward_flops
-from evonas.population import Population, Split, TrainConfig, loss_fn, make_optimizer
+from evonas.member import Split, TrainConfig, loss_fn, make_optimizer
+from evonas.models import Architecture, TextClassifier, count_params, forward_flops
+from evonas.population import Population
 from evonas.space import Gene, SearchSpace, text_classifier_space
+from evonas.supernet import PopulationModel
 
 HERE = Path(__file__).resolve().parent
 METHODS = ("evonas", "evonas_cached", "natural_loop", "scan_loop", "torch_loop", "torch_loop_same_allocator")
@@ -182,13 +184,13 @@ def bench_evonas(work: Work) -> dict[str, Any]:
     # As `fit` arranges them: padding members (the last genome again) are trained, not counted.
     order, keys, genomes = population.arrange(jax.random.split(jax.random.key(INIT_SEED), num), work.genomes,
                                               population.padded_size(num))
-    genomes = jnp.asarray(genomes)
     key_train = jax.random.key(TRAIN_SEED)
 
     compile_start = time.perf_counter()
     programs = population.compile(keys, genomes, work.train, key_train)  # init and train, side by side
     compile_seconds = time.perf_counter() - compile_start
-    states = jax.block_until_ready(programs["init"](keys, genomes))
+    genomes, routes = population.distribute(genomes), population.distribute(population.routes(genomes))
+    states = jax.block_until_ready(programs["init"](keys, genomes, routes))
     train = programs["train"]
 
     call_seconds, host_seconds, losses = [], [], []
@@ -196,7 +198,8 @@ def bench_evonas(work: Work) -> dict[str, Any]:
     for call in range(config.steps // config.steps_per_call):
         call_start = time.perf_counter()
         host_seconds.append(call_start - ready)  # the host's work since the last call's results were in
-        states, call_losses = train(states, genomes, work.train, key_train, jnp.int32(call * config.steps_per_call))
+        states, call_losses = train(states, genomes, work.train, key_train, jnp.int32(call * config.steps_per_call),
+                                    routes)
         call_losses.block_until_ready()
         ready = time.perf_counter()
         call_seconds.append(ready - call_start)
@@ -382,7 +385,7 @@ def evonas_step_flops(config: BenchConfig, genomes: np.ndarray, vocab_size: int,
     labels = jax.ShapeDtypeStruct((config.batch_size,), jnp.int32)
     genome_shape = jax.ShapeDtypeStruct(genomes.shape[1:], jnp.int32)
     key = jax.random.key(0)
-    closed = jax.make_jaxpr(population._member_loss_and_grads)(model.stored_shapes, genome_shape, tokens, labels, key)
+    closed = jax.make_jaxpr(population.steps._member_loss_and_grads)(model.stored_shapes, genome_shape, tokens, labels, key)
     params = jax.tree.leaves(model.stored_shapes)
     return sum(member_step_flops(closed, [*params, genome, tokens, labels, key]) for genome in genomes)
 

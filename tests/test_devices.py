@@ -17,9 +17,10 @@ import jax
 import numpy as np
 import pytest
 
-from evonas.models import PopulationModel
-from evonas.population import Population, balanced_order
+from evonas.population import Population
+from evonas.sharding import balanced_order
 from evonas.space import text_classifier_space
+from evonas.supernet import PopulationModel
 
 SPACE = {"max_blocks": 2, "ops": ["identity", "attention", "conv3"], "activations": ["relu", "tanh"], "norms": ["none"],
          "widths": [16], "heads": [1, 2], "ffn_expansions": [1], "dropouts": [0.0, 0.1], "positionals": ["none"],

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from evonas.datasets import load_text_task
-from evonas.models import Architecture, PopulationModel, count_params, forward_flops
+from evonas.models import Architecture, count_params, forward_flops
 from evonas.population import Population
 from evonas.space import text_classifier_space
+from evonas.supernet import PopulationModel
 from evonas.text_files import import_files
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
@@ -94,7 +95,7 @@ def test_executed_flops_follow_the_branches_a_genome_takes():
     genome = space.encode({**space.decode(np.zeros(space.num_genes, np.int32)), "num_blocks": 1, "block0_op": "conv3",
                            "block1_op": "attention", "width": 32})
     tokens = jax.ShapeDtypeStruct((4, 12), jnp.int32)
-    closed = jax.make_jaxpr(population._member_loss_and_grads)(
+    closed = jax.make_jaxpr(population.steps._member_loss_and_grads)(
         model.stored_shapes, jax.ShapeDtypeStruct(genome.shape, jnp.int32), tokens,
         jax.ShapeDtypeStruct((4,), jnp.int32), jax.random.key(0))
     leaves = jax.tree.leaves(model.stored_shapes)

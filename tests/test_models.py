@@ -9,9 +9,12 @@ import optax
 import pytest
 
 from evonas.data import listops_task
-from evonas.models import Architecture, PopulationModel, TextClassifier, count_params, dropout, forward_flops, matmul
-from evonas.population import Population, TrainConfig, loss_fn, make_optimizer
-from evonas.space import OPS, Gene, SearchSpace, text_classifier_space
+from evonas.layers import OPS, dropout, matmul
+from evonas.member import TrainConfig, loss_fn, make_optimizer
+from evonas.models import Architecture, TextClassifier, count_params, forward_flops
+from evonas.population import Population
+from evonas.space import Gene, SearchSpace, text_classifier_space
+from evonas.supernet import PopulationModel
 
 NUM_GENOMES = 32
 
@@ -26,35 +29,52 @@ def diverse_genomes(space, num, key):
     return jnp.asarray(genomes)
 
 
+# The grouped form with tiles large enough that members of different widths, heads, kernels, expansions and
+# cells share them.
+FORMS = {"member": TrainConfig(form="member"),
+         "grouped": TrainConfig(form="grouped", tile_sizes=(("attention", 4), ("conv", 4), ("gated_mlp", 4),
+                                                            ("recurrent", 8)))}
+
+
 @pytest.fixture(scope="module")
-def setting():
+def references():
+    """32 members of every op and the loss and gradients of each one's standalone model on one batch."""
     task = listops_task(seed=0, num_train=64, num_validation=16, num_test=16, max_length=24, max_depth=2)
     space = text_classifier_space()
     model = PopulationModel(space, task.vocab_size, task.max_length, task.num_classes)
-    population = Population(model)
     genomes = diverse_genomes(space, NUM_GENOMES, jax.random.key(0))
-    states = population.init(jax.random.split(jax.random.key(1), NUM_GENOMES), genomes)
+    states = Population(model).init(jax.random.split(jax.random.key(1), NUM_GENOMES), genomes)
     tokens, labels = jnp.asarray(task.train.tokens[:6]), jnp.asarray(task.train.labels[:6])
     dropout_key = jax.random.key(2)
-    losses, grads = population.loss_and_grads(states.params, genomes, tokens, labels, dropout_key)
     members = []
     for i, genome in enumerate(np.asarray(genomes)):
         arch = Architecture.from_genome(space, genome)
-        stored = jax.tree.map(lambda a, i=i: a[i], states.params)
-        params = model.extract(arch, stored)
+        params = model.extract(arch, jax.tree.map(lambda a, i=i: a[i], states.params))
+        module = TextClassifier(arch, task.vocab_size, task.max_length, task.num_classes)
 
-        def standalone_loss(p, arch=arch):
-            logits = TextClassifier(arch, task.vocab_size, task.max_length, task.num_classes).apply(
-                {"params": p}, tokens, tokens != 0, dropout_key)
-            return loss_fn(logits, labels)
+        def standalone_loss(p, module=module):
+            return loss_fn(module.apply({"params": p}, tokens, tokens != 0, dropout_key), labels)
 
         ref_loss, ref_grads = jax.value_and_grad(standalone_loss)(params)
-        member_grads = jax.tree.map(lambda a, i=i: a[i], grads)
-        ref_init = TextClassifier(arch, task.vocab_size, task.max_length, task.num_classes).init(
-            jax.random.key(3), tokens, tokens != 0)["params"]
-        members.append({"arch": arch, "loss": float(losses[i]), "grads": member_grads, "ref_loss": float(ref_loss),
-                        "ref_grads": ref_grads, "used_grads": model.extract(arch, member_grads), "init": params,
+        ref_init = module.init(jax.random.key(3), tokens, tokens != 0)["params"]
+        members.append({"arch": arch, "ref_loss": float(ref_loss), "ref_grads": ref_grads, "init": params,
                         "ref_init": ref_init})
+    return {"model": model, "genomes": genomes, "states": states, "batch": (tokens, labels, dropout_key),
+            "members": members}
+
+
+@pytest.fixture(scope="module", params=list(FORMS))
+def setting(request, references):
+    """Each member's loss and gradients from a population form, beside its standalone model's."""
+    model = references["model"]
+    population = Population(model, FORMS[request.param])
+    losses, grads = population.loss_and_grads(references["states"].params, references["genomes"],
+                                              *references["batch"])
+    members = []
+    for i, reference in enumerate(references["members"]):
+        member_grads = jax.tree.map(lambda a, i=i: a[i], grads)
+        members.append({**reference, "loss": float(losses[i]), "grads": member_grads,
+                        "used_grads": model.extract(reference["arch"], member_grads)})
     return members
 
 
@@ -156,9 +176,9 @@ def test_population_model_rejects_blocks_with_different_choices():
         PopulationModel(SearchSpace(tuple(genes)), vocab_size=16, max_length=8, num_classes=2)
 
 
-def test_population_init_draws_each_member_like_its_standalone_init(setting):
+def test_population_init_draws_each_member_like_its_standalone_init(references):
     """Same constants, and every random array (500+ entries) with the standalone init's spread within 15%."""
-    for m in setting:
+    for m in references["members"]:
         def check(path, mine, reference, arch=m["arch"]):
             name = f"{arch.width=} {jax.tree_util.keystr(path)}"
             if float(jnp.std(reference)) == 0:
@@ -175,19 +195,23 @@ def test_state_shapes_are_what_init_returns():
     space = text_classifier_space()
     population = Population(PopulationModel(space, task.vocab_size, task.max_length, task.num_classes))
     genomes = jax.ShapeDtypeStruct((6, space.num_genes), jnp.int32)
-    traced = jax.eval_shape(population.init, jax.eval_shape(lambda: jax.random.split(jax.random.key(0), 6)), genomes)
+    keys = jax.eval_shape(lambda: jax.random.split(jax.random.key(0), 6))
+    traced = jax.eval_shape(population.programs["init"], keys, genomes, population.routes(np.zeros(genomes.shape)))
     derived = population.state_shapes(6)
     assert jax.tree.structure(derived) == jax.tree.structure(traced)
     assert [(a.shape, a.dtype) for a in jax.tree.leaves(derived)] == [(a.shape, a.dtype) for a in jax.tree.leaves(traced)]
 
 
-def test_population_training_matches_each_standalone_model_trained_alone():
+@pytest.mark.parametrize("form,own_keys", [("member", False), ("grouped", False), ("grouped", True)])
+def test_population_training_matches_each_standalone_model_trained_alone(form, own_keys):
     """A few train steps of members with each optimizer (one shared optimizer state) against optax on the
-    standalone model, with the same batches and dropout masks."""
+    standalone model, with the same batches and dropout masks: one key for every member, as a search trains
+    them, or a key of its own for each, as retraining's seeds."""
     task = listops_task(seed=1, num_train=64, num_validation=16, num_test=16, max_length=16, max_depth=2)
     space = text_classifier_space(max_blocks=2, ops=("attention", "conv3", "gru"), widths=(16, 32), heads=(1, 2))
     model = PopulationModel(space, task.vocab_size, task.max_length, task.num_classes)
-    population = Population(model, TrainConfig(batch_size=8, steps_per_call=3))
+    tiles = (("attention", 2), ("conv", 2), ("recurrent", 4))
+    population = Population(model, TrainConfig(batch_size=8, steps_per_call=3, form=form, tile_sizes=tiles))
     optimizers = space.gene("optimizer").choices
     genomes = np.array(space.sample(jax.random.key(4), 2 * len(optimizers)))
     genomes[:, space.index("num_blocks")] = len(space.gene("num_blocks").choices) - 1
@@ -197,10 +221,10 @@ def test_population_training_matches_each_standalone_model_trained_alone():
     states = population.init(jax.random.split(jax.random.key(1), len(genomes)), genomes)
     initial = jax.tree.map(np.asarray, states.params)
     train = population.put_split(task.train)
-    key = jax.random.key(5)
-    states, losses = population.train(states, genomes, train, key, jnp.int32(0))
-    key_data, key_dropout = jax.random.split(key)
+    keys = jax.random.split(jax.random.key(5), len(genomes)) if own_keys else jax.random.key(5)
+    states, losses = population.train(states, genomes, train, keys, jnp.int32(0))
     for i, genome in enumerate(np.asarray(genomes)):
+        key_data, key_dropout = jax.random.split(keys[i] if own_keys else keys)
         arch = Architecture.from_genome(space, genome)
         params = model.extract(arch, jax.tree.map(lambda a, i=i: a[i], initial))
         module = TextClassifier(arch, task.vocab_size, task.max_length, task.num_classes)
@@ -210,8 +234,10 @@ def test_population_training_matches_each_standalone_model_trained_alone():
             rows = jax.random.randint(jax.random.fold_in(key_data, step), (8,), 0, len(task.train.labels))
             tokens, labels = jnp.asarray(task.train.tokens)[rows], jnp.asarray(task.train.labels)[rows]
 
-            def loss(p, tokens=tokens, labels=labels, module=module, step=step):
-                logits = module.apply({"params": p}, tokens, tokens != 0, jax.random.fold_in(key_dropout, step))
+            step_key = jax.random.fold_in(key_dropout, step)
+
+            def loss(p, tokens=tokens, labels=labels, module=module, key=step_key):
+                logits = module.apply({"params": p}, tokens, tokens != 0, key)
                 return loss_fn(logits, labels)
 
             value, grads = jax.value_and_grad(loss)(params)

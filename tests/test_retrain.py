@@ -61,7 +61,7 @@ def test_results_hold_per_seed_test_accuracies_of_the_top_genomes(run_dir, retra
 
 
 def test_seeds_start_from_different_parameters(retrained):
-    seed0, seed1 = (jax.tree.map(lambda a, m=member: a[m], retrained.states.params) for member in (0, 2))
+    seed0, seed1 = (jax.tree.map(lambda a, m=member: a[m], retrained.params) for member in (0, 2))
     assert (retrained.genomes[0] == retrained.genomes[2]).all(), "member m is seed m // k of genome m % k"
     assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(seed0), jax.tree.leaves(seed1)))
 
@@ -70,7 +70,7 @@ def test_exported_model_gives_the_trained_members_logits(run_dir, retrained):
     exported = retrained.results["exported"]
     member = exported["seed"] * 2 + exported["rank"]
     test = load_task(CONFIG).test
-    stored = jax.tree.map(lambda a: a[member], retrained.states.params)
+    stored = jax.tree.map(lambda a: a[member], retrained.params)
     trained_logits = jax.jit(retrained.population.model.apply)(stored, retrained.genomes[member], test.tokens,
                                                                test.tokens != 0)
     model = load_model(run_dir / "retrain" / "model")

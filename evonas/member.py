@@ -1,0 +1,317 @@
+"""What a device computes for its members: initialization, train steps and evaluation.
+
+`steps_for(model, config, platform)` gives the `Steps` of one population form: `MemberSteps` runs the
+members one after another, each gene an unbatched switch (`evonas.supernet`; the form for CPUs, where a
+member's small kernels keep a core busy and nothing is spent on branches not taken), and `GroupedSteps`
+runs them side by side, grouped at each block slot by the op they run (`evonas.grouped`; the form for
+GPUs and TPUs). Both take and return the same member states, and give every member the losses and
+gradients of its standalone model. Functions here see one device's members (`shard_map` splits them).
+"""
+
+import collections
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from evonas.grouped import GroupedModel
+from evonas.layers import Params
+from evonas.supernet import PopulationModel
+
+
+@struct.dataclass
+class Split:
+    """A dataset split held on device: tokens int32[N, L] (0 pads), labels int32[N]."""
+
+    tokens: jax.Array
+    labels: jax.Array
+
+
+@struct.dataclass
+class MemberState:
+    params: Params  # stored (largest-size) parameters, leading member axis
+    opt_state: tuple[jax.Array, ...]  # the member's own optimizer state, in the `SharedOptimizerState` layout
+
+
+COMPUTE_DTYPES = ("float32", "bfloat16")
+FORMS = ("auto", "member", "grouped")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 32
+    steps_per_call: int = 50  # train steps fused into one call: fewer host round trips, progress in between
+    eval_batch_size: int = 256
+    clip_norm: float = 1.0
+    # "bfloat16": forward and backward in bfloat16 (for GPUs and TPUs), while the stored weights, the loss
+    # and the optimizer stay float32.
+    compute_dtype: str = "float32"
+    # "member": members one after another (CPUs); "grouped": side by side, grouped by op (GPUs, TPUs);
+    # "auto": by the devices' platform.
+    form: str = "auto"
+    # The grouped form's members per tile, per op family (e.g. (("recurrent", 64),)); the rest from the population.
+    tile_sizes: tuple[tuple[str, int], ...] = ()
+
+    def __post_init__(self):
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}")
+        if self.form not in FORMS:
+            raise ValueError(f"form must be one of {FORMS}, got {self.form!r}")
+
+
+def make_optimizer(name: str, learning_rate, weight_decay, clip_norm: float) -> optax.GradientTransformation:
+    """The optax optimizer of a genome's training genes; hyperparameters may be traced."""
+    clip = optax.clip_by_global_norm(clip_norm)
+    if name == "adamw":
+        return optax.chain(clip, optax.adamw(learning_rate, weight_decay=weight_decay))
+    if name == "lion":
+        # Lion's sign updates are ~10x larger than Adam's at the same rate (Chen et al. 2023).
+        return optax.chain(clip, optax.lion(learning_rate / 10.0, weight_decay=weight_decay * 10.0))
+    if name == "sgd":
+        return optax.chain(clip, optax.add_decayed_weights(weight_decay), optax.sgd(learning_rate, momentum=0.9))
+    raise ValueError(f"unknown optimizer {name!r}; choose adamw, lion or sgd")
+
+
+class SharedOptimizerState:
+    """One state layout for every optimizer a genome may pick.
+
+    A member only ever advances its own optimizer, so the choices share storage: each optimizer's state
+    leaves go to storage leaves of the same shape and dtype (Adam's moments to two parameter-shaped trees,
+    Lion's and SGD's momentum to the first). A member then holds one state, not one per choice, and the
+    optimizer switch copies no other choice's state every step.
+    """
+
+    def __init__(self, optimizers: list[optax.GradientTransformation], params: Params):
+        storage = {}  # (shape, dtype, rank among an optimizer's leaves of that shape and dtype) -> position
+        self.treedefs, self.positions = [], []
+        for optimizer in optimizers:
+            leaves, treedef = jax.tree.flatten(jax.eval_shape(optimizer.init, params))
+            seen = collections.Counter()
+            positions = []
+            for leaf in leaves:
+                kind = (leaf.shape, leaf.dtype)
+                positions.append(storage.setdefault((*kind, seen[kind]), len(storage)))
+                seen[kind] += 1
+            self.treedefs.append(treedef)
+            self.positions.append(positions)
+        self.kinds = [(shape, dtype) for shape, dtype, _ in storage]  # in position order
+
+    def empty(self) -> tuple[jax.Array, ...]:
+        return tuple(jnp.zeros(shape, dtype) for shape, dtype in self.kinds)
+
+    def read(self, choice: int, storage: tuple[jax.Array, ...]):
+        """Optimizer `choice`'s optax state."""
+        return jax.tree.unflatten(self.treedefs[choice], [storage[p] for p in self.positions[choice]])
+
+    def write(self, choice: int, state, storage: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
+        storage = list(storage)
+        for position, leaf in zip(self.positions[choice], jax.tree.leaves(state)):
+            storage[position] = leaf
+        return tuple(storage)
+
+
+def loss_fn(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+class Steps:
+    """A device's members: what both forms share (initialization, optimizer steps, batches)."""
+
+    def __init__(self, model: PopulationModel, config: TrainConfig):
+        self.model, self.config, self.space = model, config, model.space
+        placeholders = [make_optimizer(name, 1.0, 0.0, config.clip_norm) for name in self.space.gene("optimizer").choices]
+        self.optimizer_state = SharedOptimizerState(placeholders, model.stored_shapes)
+
+    def _optimizers(self, genome):
+        lr, wd = self.model.value(genome, "learning_rate"), self.model.value(genome, "weight_decay")
+        return [make_optimizer(name, lr, wd, self.config.clip_norm) for name in self.space.gene("optimizer").choices]
+
+    def _switch_optimizer(self, genome, fn):
+        """`fn(index, optimizer)` for the genome's optimizer, an unbatched switch per member."""
+        optimizers = self._optimizers(genome)
+        branches = [functools.partial(fn, i, optimizer) for i, optimizer in enumerate(optimizers)]
+        return jax.lax.switch(genome[self.space.index("optimizer")], branches)
+
+    def init_member(self, key: jax.Array, genome: jax.Array) -> MemberState:
+        params = self.model.init(key, genome)
+
+        def init_with(index, optimizer):
+            return self.optimizer_state.write(index, optimizer.init(params), self.optimizer_state.empty())
+
+        return MemberState(params, self._switch_optimizer(genome, init_with))
+
+    def init(self, keys: jax.Array, genomes: jax.Array, routes=None) -> MemberState:
+        return jax.lax.map(lambda args: self.init_member(*args), (keys, genomes))
+
+    def update(self, state: MemberState, genome: jax.Array, grads: Params) -> MemberState:
+        """One optimizer step of one member."""
+
+        def update_with(index, optimizer):
+            own = self.optimizer_state.read(index, state.opt_state)
+            updates, new = optimizer.update(grads, own, state.params)
+            return updates, self.optimizer_state.write(index, new, state.opt_state)
+
+        updates, opt_state = self._switch_optimizer(genome, update_with)
+        return MemberState(optax.apply_updates(state.params, updates), opt_state)
+
+    def batch(self, data: Split, key_data: jax.Array, step: jax.Array):
+        rows = jax.random.randint(jax.random.fold_in(key_data, step), (self.config.batch_size,), 0,
+                                  data.labels.shape[0])
+        return data.tokens[rows], data.labels[rows]
+
+    def _compute(self, params: Params) -> Params:
+        return jax.tree.map(lambda p: p.astype(self.config.compute_dtype), params)
+
+    def _eval_batches(self, data: Split):
+        """The split in fixed-size batches: tokens, labels and weights (0 for padding examples)."""
+        size, count = self.config.eval_batch_size, data.labels.shape[0]
+        num_batches = -(-count // size)
+        pad = num_batches * size - count
+        tokens = jnp.pad(data.tokens, ((0, pad), (0, 0))).reshape(num_batches, size, -1)
+        labels = jnp.pad(data.labels, (0, pad)).reshape(num_batches, size)
+        weights = (jnp.arange(num_batches * size) < count).reshape(num_batches, size)
+        return tokens, labels, weights
+
+    @staticmethod
+    def _scores(logits, labels, weights):
+        correct = jnp.sum(jnp.where(weights, logits.argmax(-1) == labels, 0))
+        loss = jnp.sum(jnp.where(weights, optax.softmax_cross_entropy_with_integer_labels(logits, labels), 0))
+        return correct, loss
+
+
+class MemberSteps(Steps):
+    """Members one after another, each through `PopulationModel.apply`'s unbatched switches."""
+
+    def _apply(self, width, params, genome, tokens, dropout_key=None) -> jax.Array:
+        """Float32 logits at `width`, computed in the configured dtype from the float32 stored weights."""
+        logits = self.model.apply_at_width(width, self._compute(params), genome, tokens, tokens != 0, dropout_key)
+        return logits.astype(jnp.float32)
+
+    def _member_loss_and_grads(self, params, genome, tokens, labels, dropout_key):
+        def at_width(width):
+            def member_loss(params):
+                return loss_fn(self._apply(width, params, genome, tokens, dropout_key), labels)
+
+            return jax.value_and_grad(member_loss)(params)
+
+        return self.model.at_width(genome, at_width)
+
+    def loss_and_grads(self, params, genomes, tokens, labels, dropout_key, routes=None):
+        """Every member's loss and gradients on one shared batch (what `train` steps with)."""
+        return jax.lax.map(lambda args: self._member_loss_and_grads(*args, tokens, labels, dropout_key),
+                           (params, genomes))
+
+    def train(self, states: MemberState, genomes, data: Split, key, start_step, routes=None):
+        """`steps_per_call` steps for every member, each member's after the last one's. With one key, all
+        members see the same batches and dropout masks; with a key per member, each draws its own."""
+        steps = start_step + jnp.arange(self.config.steps_per_call)
+
+        def one(args):
+            state, genome, key = args
+            key_data, key_dropout = jax.random.split(key)
+
+            def step(state, step_index):
+                tokens, labels = self.batch(data, key_data, step_index)
+                loss, grads = self._member_loss_and_grads(state.params, genome, tokens, labels,
+                                                          jax.random.fold_in(key_dropout, step_index))
+                return self.update(state, genome, grads), loss
+
+            return jax.lax.scan(step, state, steps)
+
+        return jax.lax.map(one, (states, genomes, jnp.broadcast_to(key, genomes.shape[:1])))
+
+    def evaluate(self, states: MemberState, genomes, data: Split, routes=None):
+        """Accuracy and mean loss of every member on a split, read in fixed-size batches."""
+        batches, count = self._eval_batches(data), data.labels.shape[0]
+
+        def one(args):
+            state, genome = args
+
+            def at_width(width):
+                def batch(totals, xs):
+                    tokens, labels, weights = xs
+                    correct, loss = self._scores(self._apply(width, state.params, genome, tokens), labels, weights)
+                    return (totals[0] + correct, totals[1] + loss), None
+
+                (correct, loss), _ = jax.lax.scan(batch, (0.0, 0.0), batches)
+                return correct / count, loss / count
+
+            return self.model.at_width(genome, at_width)
+
+        return jax.lax.map(one, (states, genomes))
+
+
+class GroupedSteps(Steps):
+    """Members side by side through `GroupedModel`, routed by `routes` (its `schedule` of these members)."""
+
+    def __init__(self, model: PopulationModel, config: TrainConfig):
+        super().__init__(model, config)
+        self._grouped = {}
+
+    def grouped(self, num_members: int) -> GroupedModel:
+        """The grouped form for a device's `num_members` members (tile sizes depend on it)."""
+        if num_members not in self._grouped:
+            self._grouped[num_members] = GroupedModel(self.model, num_members, dict(self.config.tile_sizes))
+        return self._grouped[num_members]
+
+    def _logits(self, params, genomes, routes, tokens, dropout_key=None):
+        grouped = self.grouped(genomes.shape[0])
+        logits = grouped.apply(self._compute(params), genomes, routes, tokens, tokens != 0, dropout_key)
+        return logits.astype(jnp.float32)
+
+    def loss_and_grads(self, params, genomes, tokens, labels, dropout_key, routes=None):
+        def total(params):
+            logits = self._logits(params, genomes, routes, tokens, dropout_key)
+            labels_per_member = jnp.broadcast_to(labels, logits.shape[:2])
+            losses = jax.vmap(loss_fn)(logits, labels_per_member)
+            return losses.sum(), losses
+
+        (_, losses), grads = jax.value_and_grad(total, has_aux=True)(params)
+        return losses, grads
+
+    def train(self, states: MemberState, genomes, data: Split, key, start_step, routes=None):
+        """`steps_per_call` steps, every member's step at once. With one key, all members see the same batches
+        and dropout masks; with a key per member, each draws its own."""
+        steps = start_step + jnp.arange(self.config.steps_per_call)
+        shared = key.ndim == 0
+        key_data, key_dropout = jax.random.split(key) if shared else jax.vmap(jax.random.split, out_axes=1)(key)
+
+        def step(states, step_index):
+            if shared:
+                tokens, labels = self.batch(data, key_data, step_index)
+                dropout_key = jax.random.fold_in(key_dropout, step_index)
+            else:
+                tokens, labels = jax.vmap(self.batch, (None, 0, None))(data, key_data, step_index)
+                dropout_key = jax.vmap(jax.random.fold_in, (0, None))(key_dropout, step_index)
+            losses, grads = self.loss_and_grads(states.params, genomes, tokens, labels, dropout_key, routes)
+            return jax.vmap(self.update)(states, genomes, grads), losses
+
+        states, losses = jax.lax.scan(step, states, steps)
+        return states, losses.T
+
+    def evaluate(self, states: MemberState, genomes, data: Split, routes=None):
+        count = data.labels.shape[0]
+
+        def batch(totals, xs):
+            tokens, labels, weights = xs
+            logits = self._logits(states.params, genomes, routes, tokens)
+            correct, loss = jax.vmap(self._scores, (0, None, None))(logits, labels, weights)
+            return (totals[0] + correct, totals[1] + loss), None
+
+        zeros = jnp.zeros(genomes.shape[:1])
+        (correct, loss), _ = jax.lax.scan(batch, (zeros, zeros), self._eval_batches(data))
+        return correct / count, loss / count
+
+
+def resolve_form(form: str, platform: str) -> str:
+    """The population form to run: as asked, or for "auto", "member" on CPU and "grouped" elsewhere."""
+    if form != "auto":
+        return form
+    return "member" if platform == "cpu" else "grouped"
+
+
+def steps_for(model: PopulationModel, config: TrainConfig, platform: str) -> Steps:
+    return {"member": MemberSteps, "grouped": GroupedSteps}[resolve_form(config.form, platform)](model, config)
