@@ -38,12 +38,21 @@ from evonas.supernet import PopulationModel
 
 
 @dataclasses.dataclass(frozen=True)
+class Variant:
+    """What the members of one tile may differ in: one branch of a family's population form."""
+
+    widths: tuple[int, ...]
+    ops: tuple[str, ...]
+    choices: tuple  # of the family's variant gene (heads, expansion), or (None,)
+
+
+@dataclasses.dataclass(frozen=True)
 class Group:
-    """One op family's tiles at a block slot: `num_tiles` tiles of `tile_size` members, each running one of
-    `widths` (or, for a family computed at the largest width, all of them)."""
+    """One op family's tiles at a block slot: `num_tiles` tiles of `tile_size` members, each tile running
+    one of `variants`."""
 
     family: str
-    widths: tuple[tuple[int, ...], ...]  # per variant (a tile's branch): the widths its members may have
+    variants: tuple[Variant, ...]
     tile_size: int
     num_tiles: int
 
@@ -61,6 +70,18 @@ def default_tile_sizes(model: PopulationModel, num_members: int) -> dict[str, in
     return sizes
 
 
+def family_variants(model: PopulationModel, family: str, merged: bool) -> tuple[Variant, ...]:
+    """A family's tile branches. Merged, a tile holds any op and choice of the family at one width (at any
+    width where the family computes every width at the largest); else one exact op, choice and width, which
+    is what tiles of one member want (nothing to share, nothing to pad)."""
+    widths, ops, choices = tuple(model.choices["width"]), model.family_ops(family), model.variants(family)
+    if not merged:
+        return tuple(Variant((w,), (op,), (c,)) for w in widths for op in ops for c in choices)
+    if OP_FAMILIES[family].any_width:
+        return (Variant(widths, ops, choices),)
+    return tuple(Variant((w,), ops, choices) for w in widths)
+
+
 class GroupedModel:
     """Forward pass of a chunk of members in the grouped form; `schedule` routes them on the host."""
 
@@ -70,9 +91,9 @@ class GroupedModel:
         tile_sizes = {**default_tile_sizes(model, num_members), **(tile_sizes or {})}
         self.groups = []
         for family in model.families:
-            widths = (self.widths,) if OP_FAMILIES[family].any_width else tuple((w,) for w in self.widths)
             size = tile_sizes[family]
-            self.groups.append(Group(family, widths, size, -(-num_members // size) + len(widths) - 1))
+            variants = family_variants(model, family, merged=size > 1)
+            self.groups.append(Group(family, variants, size, -(-num_members // size) + len(variants) - 1))
 
     # ---- host: routing ----------------------------------------------------------------
 
@@ -85,29 +106,31 @@ class GroupedModel:
         blocks and slots past its last block).
         """
         genomes = np.asarray(genomes)
-        num, slots = len(genomes), self.model.num_slots
+        num, slots, model = len(genomes), self.model.num_slots, self.model
         if num != self.num_members:
             raise ValueError(f"this grouped form routes {self.num_members} members, got {num}")
-        space = self.model.space
-        ops = np.asarray(self.model.ops)
+        space = model.space
         num_blocks = np.asarray(space.gene("num_blocks").choices)[genomes[:, space.index("num_blocks")]]
-        width_index = genomes[:, space.index("width")]
+        widths = np.asarray(self.widths)[genomes[:, space.index("width")]]
         tiles = [np.full((slots, g.num_tiles, g.tile_size), num, np.int32) for g in self.groups]
         variants = [np.full((slots, g.num_tiles), -1, np.int32) for g in self.groups]
         offsets = np.cumsum([0] + [g.num_tiles * g.tile_size for g in self.groups])
         rows = np.full((slots, num), offsets[-1], np.int32)
         for slot in range(slots):
-            slot_ops = np.where(slot < num_blocks, ops[genomes[:, space.index(f"block{slot}_op")]], IDENTITY)
+            ops = np.where(slot < num_blocks, np.asarray(model.ops)[genomes[:, space.index(f"block{slot}_op")]],
+                           IDENTITY)
             for g, group in enumerate(self.groups):
-                members_of_family = np.isin(slot_ops, OP_FAMILIES[group.family].ops)
+                gene = OP_FAMILIES[group.family].variant_gene
+                choices = (np.full(num, None) if gene is None else
+                           np.asarray(space.gene(gene).choices, object)[genomes[:, space.index(gene)]])
                 tile = 0
-                for variant, widths in enumerate(group.widths):
-                    in_variant = members_of_family & np.isin(np.asarray(self.widths)[width_index], widths)
-                    members = np.flatnonzero(in_variant)
+                for v, variant in enumerate(group.variants):
+                    members = np.flatnonzero(np.isin(ops, variant.ops) & np.isin(widths, variant.widths)
+                                             & np.isin(choices, np.asarray(variant.choices, object)))
                     for start in range(0, len(members), group.tile_size):
                         chunk = members[start:start + group.tile_size]
                         tiles[g][slot, tile, :len(chunk)] = chunk
-                        variants[g][slot, tile] = variant
+                        variants[g][slot, tile] = v
                         rows[slot, chunk] = offsets[g] + tile * group.tile_size + np.arange(len(chunk))
                         tile += 1
         return {"tiles": tiles, "variants": variants, "rows": rows}
@@ -185,26 +208,30 @@ class GroupedModel:
         x_ext, buffers_ext, aux_ext = extended[0], extended[1], tuple(extended[2:])
         outputs = []
         for group, group_tiles, group_variants in zip(self.groups, tiles, variants):
-            branches = tuple(functools.partial(self._branch, group.family, widths) for widths in group.widths)
+            branches = tuple(functools.partial(self._branch, group.family, v) for v in group.variants)
             out = tile_map(branches, x_ext, buffers_ext, aux_ext, group_tiles, group_variants)
             outputs.append(out.reshape(-1, *normalized.shape[1:]))
         return jnp.concatenate([*outputs, jnp.zeros_like(normalized[:1])])
 
-    def _branch(self, family: str, widths: tuple[int, ...], x, buffers, aux):
-        """A tile's members [t, ...] of `family`, whose widths are among `widths`, through the family's
-        population form at the largest of them; returns [t, B, L, W] zero-padded."""
-        model, wmax, compute = self.model, self.model.max_width, max(widths)
-        space, ops = model.space, model.family_ops(family)
-        op_table = jnp.asarray([ops.index(op) if op in ops else 0 for op in model.ops])
+    def _branch(self, family: str, variant: Variant, x, buffers, aux):
+        """A tile's members [t, ...] of `family` through the family's population form for `variant`, at the
+        largest of its widths; returns [t, B, L, W] zero-padded."""
+        model, wmax, compute = self.model, self.model.max_width, max(variant.widths)
+        space = model.space
         activations = model.choices["block0_activation"]
-        variant_gene = OP_FAMILIES[family].variant_gene
-        width_table = jnp.asarray([widths.index(w) if w in widths else 0 for w in self.widths])
+        gene = OP_FAMILIES[family].variant_gene
+
+        def index_table(options, chosen):  # a gene's choice index -> its place in `chosen` (0 if absent)
+            return jnp.asarray([chosen.index(o) if o in chosen else 0 for o in options])
+
+        ops, widths = index_table(model.ops, variant.ops), index_table(self.widths, variant.widths)
+        choices = index_table(model.variants(family), variant.choices)
 
         def member(x, buffer, slot_genes, genome, mask):
-            rows = Rows(read=functools.partial(model.read, buffer), ops=ops, variants=model.variants(family),
-                        widths=widths, op=op_table[slot_genes[0]],
-                        variant=jnp.int32(0) if variant_gene is None else genome[space.index(variant_gene)],
-                        width=width_table[genome[space.index("width")]])
+            rows = Rows(read=functools.partial(model.read, buffer), ops=variant.ops, variants=variant.choices,
+                        widths=variant.widths, op=ops[slot_genes[0]],
+                        variant=jnp.int32(0) if gene is None else choices[genome[space.index(gene)]],
+                        width=widths[genome[space.index("width")]])
             out = OP_FAMILIES[family].rows(rows, x[..., :compute], mask, select_activation(activations, slot_genes[1]))
             return jnp.pad(out, ((0, 0), (0, 0), (0, wmax - compute)))
 

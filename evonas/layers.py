@@ -202,10 +202,11 @@ def attention_rows(rows: Rows, x, mask, activation):
     q, k, v = jnp.split(dense(params["qkv"], x), 3, axis=-1)
     q, k, v = (t.reshape(batch, length, subheads, width // subheads) for t in (q, k, v))
     logits = jnp.einsum("bqhd,bkhd->bhqk", q, k)
-    group = jnp.asarray([subheads // h for h in rows.variants])[rows.variant]
-    head = jnp.arange(subheads) // group
-    mixing = (head[:, None] == head[None, :]).astype(logits.dtype)
-    logits = jnp.einsum("ij,bjqk->biqk", mixing, logits)
+    if len(rows.variants) > 1:
+        group = jnp.asarray([subheads // h for h in rows.variants])[rows.variant]
+        head = jnp.arange(subheads) // group
+        mixing = (head[:, None] == head[None, :]).astype(logits.dtype)
+        logits = jnp.einsum("ij,bjqk->biqk", mixing, logits)
     scale = jnp.asarray([np.float32(np.sqrt(width // h)) for h in rows.variants])[rows.variant]
     logits = jnp.where(mask[:, None, None, :], logits / scale.astype(logits.dtype), MASKED_LOGIT)
     out = jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(logits, axis=-1), v)
@@ -341,29 +342,34 @@ def recurrent_rows(rows: Rows, x, mask, activation):
     """A GRU or LSTM of any width computed at the largest one (x is zero beyond the member's width): its
     weights are laid out with each gate's block at a stride of the largest width, zeros elsewhere, so the
     padding stays zero through both cells, and one time scan serves every recurrent member of a tile."""
-    wmax = max(rows.widths)
+    wmax, gates = max(rows.widths), max(GATES[op] for op in rows.ops)
     candidates = []
     for op in rows.ops:
         for width in rows.widths:
             params = rows.read(op, width, None)
-            candidates.append({"kernel": _gate_blocks(params["input"]["kernel"], GATES[op], wmax),
-                               "bias": _gate_blocks(params["input"]["bias"][None], GATES[op], wmax)[0],
-                               "recurrent": _gate_blocks(params["recurrent"], GATES[op], wmax)})
+            candidates.append({"kernel": _gate_blocks(params["input"]["kernel"], GATES[op], gates, wmax),
+                               "bias": _gate_blocks(params["input"]["bias"][None], GATES[op], gates, wmax)[0],
+                               "recurrent": _gate_blocks(params["recurrent"], GATES[op], gates, wmax)})
     params = select(rows.op * len(rows.widths) + rows.width, candidates)
     is_lstm = jnp.asarray([op == "lstm" for op in rows.ops])[rows.op]
 
     def step(state, inputs_t):
         h, c = state
         xt, mt = inputs_t
-        x0, x1, x2, x3 = jnp.split(xt, 4, axis=-1)
-        h0, h1, h2, h3 = jnp.split(h @ params["recurrent"], 4, axis=-1)
-        r, z = jax.nn.sigmoid(x0 + h0), jax.nn.sigmoid(x1 + h1)
-        gru = (1.0 - z) * jnp.tanh(x2 + r * h2) + z * h
-        lstm_c = jax.nn.sigmoid(x1 + h1 + 1.0) * c + jax.nn.sigmoid(x0 + h0) * jnp.tanh(x2 + h2)
-        lstm = jax.nn.sigmoid(x3 + h3) * jnp.tanh(lstm_c)
+        x_gates, h_gates = jnp.split(xt, gates, axis=-1), jnp.split(h @ params["recurrent"], gates, axis=-1)
+        pre = [a + b for a, b in zip(x_gates, h_gates)]
+        new_h, new_c = [], []
+        if "gru" in rows.ops:
+            r, z = jax.nn.sigmoid(pre[0]), jax.nn.sigmoid(pre[1])
+            new_h.append((1.0 - z) * jnp.tanh(x_gates[2] + r * h_gates[2]) + z * h)
+            new_c.append(c)
+        if "lstm" in rows.ops:
+            lstm_c = jax.nn.sigmoid(pre[1] + 1.0) * c + jax.nn.sigmoid(pre[0]) * jnp.tanh(pre[2])
+            new_h.append(jax.nn.sigmoid(pre[3]) * jnp.tanh(lstm_c))
+            new_c.append(lstm_c)
         keep = mt[:, None]
-        h = jnp.where(keep, jnp.where(is_lstm, lstm, gru), h)
-        return (h, jnp.where(keep & is_lstm, lstm_c, c)), h
+        h = jnp.where(keep, jnp.where(is_lstm, new_h[-1], new_h[0]), h)
+        return (h, jnp.where(keep, jnp.where(is_lstm, new_c[-1], new_c[0]), c)), h
 
     zeros = jnp.zeros((x.shape[0], wmax), x.dtype)
     inputs = matmul(x, params["kernel"]) + params["bias"]
@@ -371,11 +377,11 @@ def recurrent_rows(rows: Rows, x, mask, activation):
     return hs.swapaxes(0, 1)
 
 
-def _gate_blocks(kernel: jax.Array, gates: int, wmax: int) -> jax.Array:
-    """[r, gates * w] (gate blocks side by side) -> [wmax or 1, 4 * wmax], block g at column g * wmax."""
+def _gate_blocks(kernel: jax.Array, gates: int, slots: int, wmax: int) -> jax.Array:
+    """[r, gates * w] (gate blocks side by side) -> [wmax or 1, slots * wmax], block g at column g * wmax."""
     rows = 1 if kernel.shape[0] == 1 else wmax
     blocks = [jnp.pad(b, ((0, rows - b.shape[0]), (0, wmax - b.shape[1]))) for b in jnp.split(kernel, gates, -1)]
-    return jnp.concatenate(blocks + [jnp.zeros_like(blocks[0])] * (4 - gates), axis=-1)
+    return jnp.concatenate(blocks + [jnp.zeros_like(blocks[0])] * (slots - gates), axis=-1)
 
 
 # ---- the registry -------------------------------------------------------------------------------

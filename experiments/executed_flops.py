@@ -1,4 +1,4 @@
-"""Matmul FLOPs a traced program executes for one genome, following every conditional to the branch it takes.
+"""Matmul FLOPs (and primitive ops) a traced program executes, following every conditional to the branch it takes.
 
 XLA's `compiled.cost_analysis()` is no use for evonas's programs: it counts a loop body once,
 whatever its trip count, and a conditional as its most expensive branch (checked on JAX 0.10:
@@ -8,9 +8,12 @@ so the walk runs only small computations for real (those that decide a `cond` or
 index); large arrays are replaced by zeros of the right shape, since their values never
 choose a branch. Loops multiply their body's FLOPs by their length; recomputation under
 `jax.checkpoint` appears in the jaxpr, so it is counted. XLA may still remove dead work,
-so this is what the program asks for, an upper bound on what the CPU does.
+so this is what the program asks for, an upper bound on what the CPU does. The same walk counts the
+primitive operations executed (every equation that is not control flow or a call, loops multiplied out):
+before XLA fuses them, a proxy of how many kernels a device launches.
 """
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -23,8 +26,27 @@ SMALL = 4096  # equations whose inputs hold at most this many elements run for r
 CALLS = ("jit", "pjit", "closed_call", "checkpoint", "custom_jvp_call", "custom_vjp_call")  # run their one jaxpr as is
 
 
+@dataclasses.dataclass(frozen=True)
+class Cost:
+    """What a program executes: matmul FLOPs and primitive operations."""
+
+    flops: float = 0.0
+    ops: float = 0.0
+
+    def __add__(self, other: "Cost") -> "Cost":
+        return Cost(self.flops + other.flops, self.ops + other.ops)
+
+    def __mul__(self, times: float) -> "Cost":
+        return Cost(self.flops * times, self.ops * times)
+
+
 def member_step_flops(closed: core.ClosedJaxpr, args: Sequence[Any]) -> float:
     """Matmul FLOPs of `closed` run on `args` (leaves; arrays or ShapeDtypeStructs, replaced by zeros unless given)."""
+    return program_cost(closed, args).flops
+
+
+def program_cost(closed: core.ClosedJaxpr, args: Sequence[Any]) -> Cost:
+    """Matmul FLOPs and primitive operations of `closed` run on `args` (as `member_step_flops`)."""
     values = [placeholder(a) if isinstance(a, jax.ShapeDtypeStruct) else a for a in args]
     return _run(closed.jaxpr, closed.consts, values)[1]
 
@@ -55,62 +77,85 @@ def _has_cond(jaxpr: core.Jaxpr) -> bool:
     return any(e.primitive.name == "cond" or any(_has_cond(s) for s, _ in _subjaxprs(e)) for e in jaxpr.eqns)
 
 
-def _static_flops(jaxpr: core.Jaxpr) -> float:
-    """FLOPs of a jaxpr without conditionals."""
-    total = 0.0
+def _own_cost(eqn) -> Cost:
+    """The equation's own cost, not its sub-jaxprs'."""
+    if list(_subjaxprs(eqn)):
+        return Cost()
+    return Cost(_dot_flops(eqn) if eqn.primitive.name == "dot_general" else 0.0, 1.0)
+
+
+def _static_cost(jaxpr: core.Jaxpr) -> Cost:
+    """Cost of a jaxpr without conditionals."""
+    total = Cost()
     for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "dot_general":
-            total += _dot_flops(eqn)
-        if eqn.primitive.name == "while" and any(_static_flops(s) for s, _ in _subjaxprs(eqn)):
+        subs = list(_subjaxprs(eqn))
+        if eqn.primitive.name == "while" and any(_static_cost(s).flops for s, _ in subs):
             raise ValueError("a while loop with matmuls: its trip count is unknown")
         repeats = eqn.params["length"] if eqn.primitive.name == "scan" else 1
-        total += repeats * sum(_static_flops(s) for s, _ in _subjaxprs(eqn))
+        total = total + _own_cost(eqn)
+        for sub, _ in subs:
+            total = total + _static_cost(sub) * repeats
     return total
 
 
-def _run(jaxpr: core.Jaxpr, consts: Sequence[Any], args: Sequence[Any]) -> tuple[list[Any], float]:
+def _run(jaxpr: core.Jaxpr, consts: Sequence[Any], args: Sequence[Any]) -> tuple[list[Any], Cost]:
     env = dict(zip(jaxpr.constvars, consts)) | dict(zip(jaxpr.invars, args))
 
     def read(var):
         return var.val if isinstance(var, core.Literal) else env[var]
 
-    flops = 0.0
+    cost = Cost()
     for eqn in jaxpr.eqns:
         inputs = [read(v) for v in eqn.invars]
         subs = list(_subjaxprs(eqn))
         if eqn.primitive.name == "cond":
             branch, branch_consts = subs[int(inputs[0])]
-            outputs, eqn_flops = _run(branch, branch_consts, inputs[1:])
+            outputs, eqn_cost = _run(branch, branch_consts, inputs[1:])
         elif eqn.primitive.name == "scan" and _has_cond(subs[0][0]):
-            outputs, eqn_flops = _run_scan(eqn, inputs)
+            outputs, eqn_cost = _run_scan(eqn, inputs)
         elif len(subs) == 1 and (_has_cond(subs[0][0]) or (
                 eqn.primitive.name in CALLS and sum(np.size(x) for x in inputs) <= SMALL)):
             # A call: entered when it branches, or when it is small, since it may compute a branch index
             # (jnp.where is a jitted call).
-            outputs, eqn_flops = _run(*subs[0], inputs)
+            outputs, eqn_cost = _run(*subs[0], inputs)
         else:
             repeats = eqn.params["length"] if eqn.primitive.name == "scan" else 1
-            eqn_flops = repeats * sum(_static_flops(s) for s, _ in subs)
-            eqn_flops += _dot_flops(eqn) if eqn.primitive.name == "dot_general" else 0.0
+            eqn_cost = _own_cost(eqn)
+            for sub, _ in subs:
+                eqn_cost = eqn_cost + _static_cost(sub) * repeats
             if not subs and sum(np.size(x) for x in inputs) <= SMALL:
                 outputs = eqn.primitive.bind(*inputs, **eqn.params)
                 outputs = outputs if eqn.primitive.multiple_results else [outputs]
             else:
                 outputs = [placeholder(v.aval) for v in eqn.outvars]
-        flops += eqn_flops
+        cost = cost + eqn_cost
         env.update(zip(eqn.outvars, outputs))
-    return [read(v) for v in jaxpr.outvars], flops
+    return [read(v) for v in jaxpr.outvars], cost
 
 
-def _run_scan(eqn, inputs) -> tuple[list[Any], float]:
+def _run_scan(eqn, inputs) -> tuple[list[Any], Cost]:
     """A scan whose body branches, one iteration at a time."""
     (body, body_consts), = _subjaxprs(eqn)
     num_consts, num_carry, length = eqn.params["num_consts"], eqn.params["num_carry"], eqn.params["length"]
     consts, carry, xs = inputs[:num_consts], inputs[num_consts:num_consts + num_carry], inputs[num_consts + num_carry:]
     order = range(length - 1, -1, -1) if eqn.params["reverse"] else range(length)
-    flops, ys = 0.0, {}
+    cost, ys = Cost(), {}
     for i in order:
-        outputs, step_flops = _run(body, body_consts, [*consts, *carry, *(x[i] for x in xs)])
-        carry, ys[i], flops = outputs[:num_carry], outputs[num_carry:], flops + step_flops
+        outputs, step_cost = _run(body, body_consts, [*consts, *carry, *(x[i] for x in xs)])
+        carry, ys[i], cost = outputs[:num_carry], outputs[num_carry:], cost + step_cost
     stacked = [jnp.stack([ys[i][k] for i in range(length)]) for k in range(len(eqn.outvars) - num_carry)]
-    return [*carry, *stacked], flops
+    return [*carry, *stacked], cost
+
+
+def population_step_cost(population, genomes: np.ndarray, batch_size: int, length: int) -> Cost:
+    """What one train step's loss and gradients execute for `genomes`, all on one device, in the population's
+    form (routed as `fit` routes a device's members)."""
+    steps, num = population.steps, len(genomes)
+    stored = jax.tree.map(lambda s: jax.ShapeDtypeStruct((num, *s.shape), s.dtype), population.model.stored_shapes)
+    tokens = jax.ShapeDtypeStruct((batch_size, length), jnp.int32)
+    labels = jax.ShapeDtypeStruct((batch_size,), jnp.int32)
+    routes = steps.grouped(num).schedule(genomes) if population.grouped else None
+    key = jax.random.key(0)
+    closed = jax.make_jaxpr(steps.loss_and_grads)(stored, genomes, tokens, labels, key, routes)
+    return program_cost(closed, [*jax.tree.leaves(stored), np.asarray(genomes), tokens, labels, key,
+                                 *jax.tree.leaves(routes)])
