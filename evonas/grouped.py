@@ -247,21 +247,27 @@ def tile_map(branches, x_ext, params_ext, aux_ext, tiles, variants):
     """out[k] = branches[variants[k]](x_ext[tiles[k]], params_ext[tiles[k]], aux_ext[tiles[k]]), zeros where
     variants[k] is -1.
 
-    Its backward pass recomputes each tile's branch (as `jax.checkpoint` would) and adds the tile's
-    cotangents into full-size ones in place, so what it keeps for the backward pass is its inputs, once:
-    differentiated as a scan over a switch, it would keep every branch's intermediates for every tile.
+    Used tiles come first (`GroupedModel.schedule` fills them in order), so the loop stops after the last
+    used one: empty tiles cost no iteration. Its backward pass recomputes each tile's branch (as
+    `jax.checkpoint` would) and adds the tile's cotangents into full-size ones in place, so what it keeps
+    for the backward pass is its inputs, once: differentiated as a scan over a switch, it would keep every
+    branch's intermediates for every tile.
     """
 
-    def one(args):
-        members, variant = args
-        inputs = jax.tree.map(lambda a: a[members], (x_ext, params_ext, aux_ext))
-        return jax.lax.switch(variant + 1, [_zeros, *branches], *inputs)
+    def gather(k):
+        return jax.tree.map(lambda a: a[tiles[k]], (x_ext, params_ext, aux_ext))
 
-    return jax.lax.map(one, (tiles, variants))
+    out_shape = jax.eval_shape(branches[0], *jax.tree.map(lambda a: a[tiles[0]], (x_ext, params_ext, aux_ext)))
+
+    def one(k, out):
+        return out.at[k].set(jax.lax.switch(variants[k], branches, *gather(k)))
+
+    zeros = jnp.zeros((len(tiles), *out_shape.shape), out_shape.dtype)
+    return jax.lax.fori_loop(0, _used(variants), one, zeros)
 
 
-def _zeros(x, *_):
-    return jnp.zeros_like(x)
+def _used(variants):
+    return jnp.sum(variants >= 0, dtype=jnp.int32)
 
 
 def _tile_map_forward(branches, x_ext, params_ext, aux_ext, tiles, variants):
@@ -279,17 +285,16 @@ def _tile_map_backward(branches, residuals, cotangent):
 
         return run
 
-    def skip(x, params, aux, ct):
-        return jnp.zeros_like(x), jnp.zeros_like(params)
+    vjps = [branch_vjp(b) for b in branches]
 
-    def one(grads, args):
-        members, variant, ct = args
+    def one(k, grads):
+        members = tiles[k]
         inputs = jax.tree.map(lambda a: a[members], (x_ext, params_ext, aux_ext))
-        tile_grads = jax.lax.switch(variant + 1, [skip] + [branch_vjp(b) for b in branches], *inputs, ct)
-        return jax.tree.map(lambda total, g: total.at[members].add(g), grads, tile_grads), None
+        tile_grads = jax.lax.switch(variants[k], vjps, *inputs, cotangent[k])
+        return jax.tree.map(lambda total, g: total.at[members].add(g), grads, tile_grads)
 
     zeros = (jnp.zeros_like(x_ext), jnp.zeros_like(params_ext))
-    (grad_x, grad_params), _ = jax.lax.scan(one, zeros, (tiles, variants, cotangent))
+    grad_x, grad_params = jax.lax.fori_loop(0, _used(variants), one, zeros)
     return grad_x, grad_params, None, None, None
 
 

@@ -74,7 +74,10 @@ def _dot_flops(eqn) -> float:
 
 
 def _has_cond(jaxpr: core.Jaxpr) -> bool:
-    return any(e.primitive.name == "cond" or any(_has_cond(s) for s, _ in _subjaxprs(e)) for e in jaxpr.eqns)
+    """Whether the jaxpr branches or loops on its values: a conditional, or a while loop (whose trip count
+    the walk finds by running it)."""
+    return any(e.primitive.name in ("cond", "while") or any(_has_cond(s) for s, _ in _subjaxprs(e))
+               for e in jaxpr.eqns)
 
 
 def _own_cost(eqn) -> Cost:
@@ -113,6 +116,8 @@ def _run(jaxpr: core.Jaxpr, consts: Sequence[Any], args: Sequence[Any]) -> tuple
             outputs, eqn_cost = _run(branch, branch_consts, inputs[1:])
         elif eqn.primitive.name == "scan" and _has_cond(subs[0][0]):
             outputs, eqn_cost = _run_scan(eqn, inputs)
+        elif eqn.primitive.name == "while":
+            outputs, eqn_cost = _run_while(eqn, inputs)
         elif len(subs) == 1 and (_has_cond(subs[0][0]) or (
                 eqn.primitive.name in CALLS and sum(np.size(x) for x in inputs) <= SMALL)):
             # A call: entered when it branches, or when it is small, since it may compute a branch index
@@ -145,6 +150,23 @@ def _run_scan(eqn, inputs) -> tuple[list[Any], Cost]:
         carry, ys[i], cost = outputs[:num_carry], outputs[num_carry:], cost + step_cost
     stacked = [jnp.stack([ys[i][k] for i in range(length)]) for k in range(len(eqn.outvars) - num_carry)]
     return [*carry, *stacked], cost
+
+
+def _run_while(eqn, inputs) -> tuple[list[Any], Cost]:
+    """A while loop whose body branches, one iteration at a time (its condition must run for real: a
+    counter against a bound, as `fori_loop` writes it)."""
+    cond, body = eqn.params["cond_jaxpr"], eqn.params["body_jaxpr"]
+    cond_consts = inputs[:eqn.params["cond_nconsts"]]
+    body_consts = inputs[eqn.params["cond_nconsts"]:eqn.params["cond_nconsts"] + eqn.params["body_nconsts"]]
+    carry = inputs[eqn.params["cond_nconsts"] + eqn.params["body_nconsts"]:]
+    cost = Cost()
+    while True:
+        (go,), cond_cost = _run(cond.jaxpr, cond.consts, [*cond_consts, *carry])
+        cost = cost + cond_cost
+        if not bool(go):
+            return carry, cost
+        carry, step_cost = _run(body.jaxpr, body.consts, [*body_consts, *carry])
+        cost = cost + step_cost
 
 
 def population_step_cost(population, genomes: np.ndarray, batch_size: int, length: int) -> Cost:
