@@ -43,8 +43,9 @@ def _search_parser(subparsers):
                         "members share the devices: 'member', one after another (best on CPUs); 'grouped', side by "
                         "side, grouped by the op each block runs (GPUs, TPUs); 'auto' picks by platform (default "
                         f"{defaults.population_form})")
-    parser.add_argument("--compute-dtype", choices=["float32", "bfloat16"], help="dtype of the forward and backward "
-                        "passes; bfloat16 is for GPUs and TPUs, weights and optimizer stay float32 (default "
+    parser.add_argument("--compute-dtype", choices=["auto", "float32", "bfloat16"], help="dtype of the forward and "
+                        "backward passes; auto is bfloat16 on GPUs and TPUs, float32 on CPUs; weights and optimizer "
+                        "stay float32 (default "
                         f"{defaults.compute_dtype})")
     parser.add_argument("--memory-budget-gb", type=float, help="memory for the members trained at once; more "
                         "members are trained in chunks (default: half the RAM, or of the devices' memory)")

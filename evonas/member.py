@@ -36,7 +36,7 @@ class MemberState:
     opt_state: tuple[jax.Array, ...]  # the member's own optimizer state, in the `SharedOptimizerState` layout
 
 
-COMPUTE_DTYPES = ("float32", "bfloat16")
+COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
 FORMS = ("auto", "member", "grouped")
 
 
@@ -46,9 +46,9 @@ class TrainConfig:
     steps_per_call: int = 50  # train steps fused into one call: fewer host round trips, progress in between
     eval_batch_size: int = 256
     clip_norm: float = 1.0
-    # "bfloat16": forward and backward in bfloat16 (for GPUs and TPUs), while the stored weights, the loss
-    # and the optimizer stay float32.
-    compute_dtype: str = "float32"
+    # "bfloat16": forward and backward in bfloat16, while the stored weights, the loss and the optimizer stay
+    # float32; "auto": bfloat16 on GPUs and TPUs (whose matrix units run it several times faster), float32 on CPUs.
+    compute_dtype: str = "auto"
     # "member": members one after another (CPUs); "grouped": side by side, grouped by op (GPUs, TPUs);
     # "auto": by the devices' platform.
     form: str = "auto"
@@ -313,5 +313,15 @@ def resolve_form(form: str, platform: str) -> str:
     return "member" if platform == "cpu" else "grouped"
 
 
+def resolve_dtype(compute_dtype: str, platform: str) -> str:
+    """The compute dtype to run: as asked, or for "auto", float32 on CPU and bfloat16 elsewhere."""
+    if compute_dtype != "auto":
+        return compute_dtype
+    return "float32" if platform == "cpu" else "bfloat16"
+
+
 def steps_for(model: PopulationModel, config: TrainConfig, platform: str) -> Steps:
-    return {"member": MemberSteps, "grouped": GroupedSteps}[resolve_form(config.form, platform)](model, config)
+    """The population form's steps for `platform`, with "auto" settings resolved."""
+    form = resolve_form(config.form, platform)
+    config = dataclasses.replace(config, form=form, compute_dtype=resolve_dtype(config.compute_dtype, platform))
+    return {"member": MemberSteps, "grouped": GroupedSteps}[form](model, config)

@@ -46,7 +46,7 @@ class SearchConfig:
     # "member": members one after another (CPUs); "grouped": side by side, grouped by the op each block runs
     # (GPUs, TPUs); "auto": by the devices' platform.
     population_form: str = "auto"
-    compute_dtype: str = "float32"  # or "bfloat16" on GPUs and TPUs; weights, loss and optimizer stay float32
+    compute_dtype: str = "auto"  # bfloat16 on GPUs and TPUs, float32 on CPUs; weights, loss and optimizer stay float32
     memory_budget_gb: float | None = None  # for the members trained at once; None: half the RAM or device memory
     task: str = "listops"
     task_seed: int = 0  # the data stays the same across search seeds
