@@ -74,7 +74,7 @@ class SearchSpace:
     def sample(self, key: jax.Array, num: int | None = None) -> jax.Array:
         """Uniform random genomes: int32[num_genes], or int32[num, num_genes] if `num` is given."""
         shape = (self.num_genes,) if num is None else (num, self.num_genes)
-        return jax.random.randint(key, shape, 0, jnp.asarray(self.num_choices), dtype=jnp.int32)
+        return jax.random.randint(key, shape, 0, jnp.broadcast_to(jnp.asarray(self.num_choices), shape), dtype=jnp.int32)
 
     def validate(self, genome: Sequence[int] | np.ndarray) -> np.ndarray:
         """Returns the genome as int32 numpy, or raises a ValueError naming the bad gene."""
