@@ -8,10 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
+from evonas.errors import InputError
 from evonas.text import PAD_ID, Tokenizer
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """A dataset that cannot be read, written or loaded as asked; the message says what to do instead."""
 
 
@@ -171,10 +172,10 @@ def listops_task(
         ValueError: if the settings cannot produce enough distinct expressions within max_length.
     """
     if max_depth < 1 or max_args < 2:
-        raise ValueError(f"need max_depth >= 1 and max_args >= 2, got {max_depth} and {max_args}")
+        raise DatasetError(f"listops needs max_depth >= 1 and max_args >= 2, got {max_depth} and {max_args}")
     shortest = 4 if max_depth == 1 else 7  # `[MAX 1 2 ]`, `[MAX [MAX 1 2 ] 3 ]`
     if max_length < shortest:
-        raise ValueError(f"max_length {max_length} is below the shortest expression ({shortest})")
+        raise DatasetError(f"listops max_length {max_length} is below the shortest expression ({shortest})")
 
     split_seeds = np.random.SeedSequence(seed).spawn(3)
     taken: set[str] = set()
@@ -252,8 +253,8 @@ def _sample_distinct_expressions(
         if len(tokens) <= max_length and text not in taken:
             expressions.setdefault(text, tokens)
     if len(expressions) < num_examples:
-        raise ValueError(
-            f"found only {len(expressions)} of {num_examples} distinct expressions within "
+        raise DatasetError(
+            f"listops: found only {len(expressions)} of {num_examples} distinct expressions within "
             f"{max_length} tokens after {max_attempts} attempts; raise max_length or ask for fewer"
         )
     return expressions
