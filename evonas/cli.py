@@ -106,8 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     _data_parser(subparsers)
     command = "evonas"
     try:
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
         command = f"evonas {args.command}" + (f" {args.data_command}" if args.command == "data" else "")
+        if unknown:
+            raise InputError(f"unrecognized arguments: {' '.join(unknown)}")
         _log_to_stderr()
         _keep_compiled_programs()
         commands = {"search": _search, "retrain": _retrain, "predict": _predict, "data": _data_import}

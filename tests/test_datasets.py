@@ -282,7 +282,8 @@ def test_cli_imports_files_and_searches_the_dataset(tmp_path, capsys):
                                                                     "widths": [16], "heads": [1]}}))
     run = tmp_path / "run"
     assert main(["search", "--dataset", "toy", "--data-dir", str(tmp_path / "tfds"), "--config", config,
-                 "--out", str(run), "--children", "2", "--batch", "2", "--population", "2", "--sample-size", "2",
+                 "--out", str(run), "--children", "2", "--children-per-generation", "2", "--population", "2",
+                 "--sample-size", "2",
                  "--steps", "2", "--min-frequency", "1", "--quiet"]) == 0
     tokenizer, names = data.read_task_files(run)
     assert names == ("0", "1") and {"w0", "x"} < set(tokenizer.vocab)
@@ -296,7 +297,8 @@ def test_cli_reports_bad_input_and_missing_data_without_traceback(tmp_path, caps
     assert main(["search", "--dataset", "glue/sst2", "--data-dir", str(tmp_path), "--quiet",
                  "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("evonas search: dataset 'glue/sst2' is not prepared") and "Traceback" not in err
+    assert err.startswith("evonas search: error: dataset 'glue/sst2' is not prepared") and "Traceback" not in err
+    assert not (tmp_path / "run").exists(), "nothing is written before the data loads"
 
 
 # --- The shared real datasets -------------------------------------------------------------------
