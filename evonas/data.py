@@ -108,6 +108,7 @@ _DIGITS = tuple(str(digit) for digit in range(10))
 _LISTOPS_VOCAB = ("<pad>", *_DIGITS, *_LISTOPS_OPERATORS, "]")
 _NEST_PROBABILITY = 0.6  # at the defaults: mean ~29 tokens, ~1% of trees longer than 64 resampled
 _MAX_ATTEMPTS_PER_EXAMPLE = 100  # gives up on settings where fitting, distinct trees are too rare
+_MAX_MISSES_IN_A_ROW = 100_000  # ... or exhausted: so that asking for more trees than exist fails fast, not in hours
 
 
 def evaluate_listops(tokens: Sequence[str]) -> int:
@@ -245,13 +246,17 @@ def _sample_distinct_expressions(
     """`num_examples` distinct expressions that fit max_length and are not in `taken`, by text."""
     expressions: dict[str, list[str]] = {}
     max_attempts = _MAX_ATTEMPTS_PER_EXAMPLE * num_examples
-    for _ in range(max_attempts):
-        if len(expressions) == num_examples:
+    since_new = 0  # attempts since the last new expression: a long run of misses means the settings are exhausted
+    for attempt in range(max_attempts):
+        if len(expressions) == num_examples or since_new > _MAX_MISSES_IN_A_ROW:
+            max_attempts = attempt
             break
         tokens = _sample_expression(draw, max_depth, max_args, must_nest=True)
         text = " ".join(tokens)
-        if len(tokens) <= max_length and text not in taken:
-            expressions.setdefault(text, tokens)
+        since_new += 1
+        if len(tokens) <= max_length and text not in taken and text not in expressions:
+            expressions[text] = tokens
+            since_new = 0
     if len(expressions) < num_examples:
         raise DatasetError(
             f"listops: found only {len(expressions)} of {num_examples} distinct expressions within "

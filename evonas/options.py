@@ -242,8 +242,8 @@ def _check_keywords(values: dict[str, Any], known: set[str], key: str) -> None:
     if unknown := sorted(set(values) - known):
         raise ConfigError(f"unknown {key} options {unknown} in config key {key!r}; known are {sorted(known)}")
     for name, value in values.items():
-        if not _is_kind(value, int) or value < 1:
-            raise ConfigError(f"config key {key!r}: {name} must be an integer of at least 1, got {_shown(value)}")
+        if not _is_kind(value, int) or not 1 <= value <= 10**6:  # a bound on typos: larger tasks take minutes
+            raise ConfigError(f"config key {key!r}: {name} must be an integer from 1 to 1,000,000, got {_shown(value)}")
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -96,7 +96,7 @@ SEARCH = [
     (["--config", {"space": {"widths": [33]}}], "space option widths must be a list of even integers"),
     (["--config", {"space": {"depth": 3}}], "unknown space options ['depth']"),
     (["--config", {"space": {"widths": [64], "heads": [3]}}], "width 64 is not divisible by 3 attention heads"),
-    (["--config", {"listops": {"max_depth": 0}}], "'listops': max_depth must be an integer of at least 1"),
+    (["--config", {"listops": {"max_depth": 0}}], "'listops': max_depth must be an integer from 1 to 1,000,000"),
     (["--config", {"task": "sorting"}], "task must be one of 'listops'"),
 ]
 RETRAIN = [
