@@ -43,8 +43,11 @@ def check_new(out: str | Path, overwrite: bool = False) -> None:
         if not overwrite:
             raise RunDirError(f"--out {out} holds {describe(out)}; choose another directory, `--resume {out}` to "
                               f"continue an unfinished run, or --overwrite to replace it whole")
-        if not os.access(out.parent.absolute(), os.W_OK | os.X_OK):
-            raise RunDirError(f"--out {out}: cannot replace it, {out.parent.absolute()} is not writable")
+        resolved = out.resolve()
+        if resolved == Path.cwd().resolve() or resolved in Path.cwd().resolve().parents:
+            raise RunDirError(f"--out {out} holds the current directory, which --overwrite cannot replace")
+        if not os.access(resolved.parent, os.W_OK | os.X_OK):
+            raise RunDirError(f"--out {out}: cannot replace it, {resolved.parent} is not writable")
 
 
 @contextlib.contextmanager
@@ -54,8 +57,8 @@ def created(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
     If the body raises (KeyboardInterrupt included), `out` is removed with the parents made for it, and a
     directory that `overwrite` replaced is restored; once the body has finished, the old one is deleted.
     """
-    out = Path(out).absolute()
     check_new(out, overwrite)
+    out = Path(out).resolve()
     existed = out.is_dir()
     first_made = next((p for p in [*reversed(out.parents), out] if not p.exists()), out)
     replaced = None

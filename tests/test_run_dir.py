@@ -51,7 +51,8 @@ def test_overwrite_replaces_whole_and_a_failed_replacement_puts_the_old_run_back
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
 
 
-def test_an_out_holding_anything_is_refused_without_overwrite(tmp_path):
+def test_an_out_holding_anything_is_refused_without_overwrite(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(RunDirError, match="holds files; choose another directory"):
         run_dir.check_new(tmp_path)
@@ -59,6 +60,9 @@ def test_an_out_holding_anything_is_refused_without_overwrite(tmp_path):
     run_dir.check_new(tmp_path / "absent")
     (tmp_path / "empty").mkdir()
     run_dir.check_new(tmp_path / "empty")
+    os.chdir(tmp_path / "empty")
+    with pytest.raises(RunDirError, match="holds the current directory"):
+        run_dir.check_new(tmp_path, overwrite=True)
 
 
 @pytest.fixture(scope="module")
