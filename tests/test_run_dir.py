@@ -52,7 +52,6 @@ def test_overwrite_replaces_whole_and_a_failed_replacement_puts_the_old_run_back
 
 
 def test_an_out_holding_anything_is_refused_without_overwrite(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(RunDirError, match="holds files; choose another directory"):
         run_dir.check_new(tmp_path)
@@ -60,7 +59,7 @@ def test_an_out_holding_anything_is_refused_without_overwrite(tmp_path, monkeypa
     run_dir.check_new(tmp_path / "absent")
     (tmp_path / "empty").mkdir()
     run_dir.check_new(tmp_path / "empty")
-    os.chdir(tmp_path / "empty")
+    monkeypatch.chdir(tmp_path / "empty")
     with pytest.raises(RunDirError, match="holds the current directory"):
         run_dir.check_new(tmp_path, overwrite=True)
 
