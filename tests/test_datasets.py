@@ -273,6 +273,7 @@ def test_task_files_give_back_tokenizer_and_label_names(tmp_path):
 # --- The command line ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_imports_files_and_searches_the_dataset(tmp_path, capsys):
     train = _write(tmp_path / "t.tsv", "text\tlabel\n" + "".join(f"w{i % 5} x\t{i % 2}\n" for i in range(40)))
     assert main(["data", "import", "--name", "toy", "--data-dir", str(tmp_path / "tfds"), "--train", train,
@@ -311,6 +312,7 @@ def _shared(*parts) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_mr_imports_fully_with_cp1252(tmp_path):
     negative, positive = _shared("mr", "rt-polarity.neg"), _shared("mr", "rt-polarity.pos")
     with pytest.raises(DatasetError, match=r"rt-polarity.neg, line \d+: .*--encoding"):
@@ -324,6 +326,7 @@ def test_mr_imports_fully_with_cp1252(tmp_path):
     assert (len(task.train), len(task.validation), len(task.test)) == (8636, 960, 1066)
 
 
+@pytest.mark.slow
 def test_sst2_imports_with_dev_as_test(tmp_path):
     train, dev = _shared("sst2", "train.tsv"), _shared("sst2", "dev.tsv")
     path = import_files("sst2", tmp_path, {"train": [str(train)], "test": [str(dev)]}, file_format="tsv",

@@ -24,6 +24,7 @@ def run_dir(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_run_directory_holds_history_config_and_summary(run_dir):
     history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
     assert len(history) == 8
@@ -42,12 +43,14 @@ def test_run_directory_holds_history_config_and_summary(run_dir):
     assert SearchConfig.from_dict(config["config"]).num_children == 8
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_history_whatever_the_memory_budget(run_dir, tmp_path):
     summary = run_search(small_config(memory_budget_gb=1e-6), tmp_path, progress=False)  # one member at a time
     assert (tmp_path / "history.jsonl").read_bytes() == (run_dir / "history.jsonl").read_bytes()
     assert summary["compilations"] == 3
 
 
+@pytest.mark.slow
 def test_compilations_do_not_grow_with_children(run_dir, tmp_path):
     summary = run_search(small_config(num_children=16), tmp_path, progress=False)
     assert summary["compilations"] == json.loads((run_dir / "summary.json").read_text())["compilations"] == 3
@@ -73,6 +76,7 @@ def test_listops_options_shape_the_built_in_task():
     assert task.max_length == 20 and [len(task.train), len(task.validation), len(task.test)] == [40, 10, 10]
 
 
+@pytest.mark.slow
 def test_cli_search_prints_best_architecture(tmp_path, capsys):
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"space": SMALL_SPACE, "steps": 5}))
