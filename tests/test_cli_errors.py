@@ -117,6 +117,10 @@ PREDICT = [
 DATA_IMPORT = [
     (["--data-dir", "d", "--train", "t.tsv", "--format", "tsv"], "the following arguments are required: --name"),
     (["--name", "toy", "--data-dir", "d", "--train", "t.tsv", "--format", "xml"], "argument --format: invalid choice"),
+    (["--name", "toy", "--data-dir", "file.txt", "--train", "t.tsv", "--format", "tsv", "--text-column", "text",
+      "--label-column", "label"], "--data-dir file.txt: "),
+    (["--name", "toy", "--data-dir", "d", "--train", "notes", "--format", "tsv", "--text-column", "text",
+      "--label-column", "label"], "cannot read notes: Is a directory"),
     (["--name", "toy", "--data-dir", "d", "--train", "gone.tsv", "--format", "tsv", "--text-column", "text",
       "--label-column", "label"], "cannot read gone.tsv"),
     (["--name", "Toy", "--data-dir", "d", "--train", "t.tsv", "--format", "tsv", "--text-column", "text",
