@@ -5,6 +5,7 @@ import contextlib
 import importlib.metadata
 import json
 import logging
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -186,6 +187,7 @@ def _search(args) -> int:
     else:
         config = SearchConfig(**values)
         run_dirs.check_new(out, args.overwrite)
+    _check_hosts(args)
     if args.distributed or args.coordinator:
         _join_processes(args)
     try:
@@ -214,6 +216,18 @@ def _interrupted(out: Path, config) -> str:
     total, per_generation = config.num_children // config.children_per_generation, config.children_per_generation
     return (f"evonas search: interrupted after {done} of {total} generations ({done * per_generation} of "
             f"{config.num_children} children); continue with: evonas search --resume {shlex.quote(str(out.resolve()))}")
+
+
+def _check_hosts(args) -> None:
+    """The several-hosts options, checked before anything connects."""
+    if args.coordinator is not None and not re.fullmatch(r"[^\s:]+:\d{1,5}", args.coordinator):
+        raise InputError(f"--coordinator must be HOST:PORT, e.g. 10.0.0.1:1234, got {args.coordinator!r}")
+    if args.num_processes is not None and args.num_processes < 1:
+        raise InputError(f"--num-processes must be at least 1, got {args.num_processes}")
+    if args.process_id is not None and not 0 <= args.process_id < (args.num_processes or 1):
+        raise InputError(f"--process-id must be from 0 to --num-processes - 1, got {args.process_id}")
+    if args.coordinator is not None and None in (args.num_processes, args.process_id):
+        raise InputError("--coordinator needs --num-processes and --process-id")
 
 
 def _join_processes(args) -> None:

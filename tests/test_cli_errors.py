@@ -98,6 +98,8 @@ SEARCH = [
     (["--config", {"space": {"widths": [64], "heads": [3]}}], "width 64 is not divisible by 3 attention heads"),
     (["--config", {"listops": {"max_depth": 0}}], "'listops': max_depth must be an integer from 1 to 1,000,000"),
     (["--config", {"task": "sorting"}], "task must be one of 'listops'"),
+    (["--coordinator", "nowhere"], "--coordinator must be HOST:PORT"),
+    (["--coordinator", "127.0.0.1:1234", "--num-processes", "2", "--process-id", "2"], "--process-id must be from 0"),
 ]
 RETRAIN = [
     (["missing"], "RUN_DIR missing is not a search run directory"),
