@@ -173,6 +173,8 @@ def _search(args) -> int:
 
     values = read_config_file(args.config) if args.config else {}
     values.update(command_line_values(args))
+    if "" in (args.resume, args.out):
+        raise InputError(f"{'--resume' if args.resume == '' else '--out'} is empty; name a directory")
     out = Path(args.resume or args.out or DEFAULT_OUT)
     if args.resume:
         if args.overwrite:

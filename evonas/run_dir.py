@@ -29,6 +29,8 @@ def describe(path: Path) -> str:
 
 def check_new(out: str | Path, overwrite: bool = False) -> None:
     """Raises a RunDirError unless a new search may be written to `out`. Writes nothing."""
+    if not str(out):
+        raise RunDirError("--out is empty; name a directory")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise RunDirError(f"--out {out} is a file; give a directory (absent or empty)")
@@ -66,7 +68,10 @@ def created(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
         replaced = out.with_name(f".{out.name}.replaced-{os.getpid()}")
         out.rename(replaced)
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise RunDirError(f"--out {out}: cannot create it ({error.strerror})") from None
         yield out
     except BaseException:
         shutil.rmtree(out if existed else first_made, ignore_errors=True)

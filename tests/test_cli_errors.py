@@ -85,6 +85,7 @@ SEARCH = [
     (["--out", "file.txt"], "--out file.txt is a file"),
     (["--out", "file.txt/run"], "file.txt is a file, not a directory"),
     (["--out", "run"], "--out run holds a finished search run"),
+    (["--out", ""], "--out is empty; name a directory"),
     (["--out", "notes"], "--out notes holds files"),
     (["--resume", "missing"], "missing/config.json does not exist"),
     (["--resume", "run", "--overwrite"], "--overwrite replaces a run and --resume continues one"),
