@@ -131,6 +131,7 @@ def test_standalone_model_has_exact_size_and_counts_flops():
     assert forward_flops(arch, 32, 10) == (8 * 32 * 64 * 64 + 4 * 32 * 32 * 64) + 2 * 32 * 5 * 64 * 64 + 2 * 64 * 10
 
 
+@pytest.mark.slow
 def test_padding_does_not_change_a_models_output():
     space = text_classifier_space(max_blocks=3)
     genomes = np.asarray(diverse_genomes(space, len(OPS), jax.random.key(5)))
