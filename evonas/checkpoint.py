@@ -17,12 +17,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import struct
 
+from evonas.errors import RunDirError
 from evonas.strategies import State
 
 KEEP = 2  # the newest checkpoint, and one to fall back on if the newest is damaged
 
 
-class ResumeError(ValueError):
+class ResumeError(RunDirError):
     """A run directory that cannot be continued; the message names the file at fault."""
 
 

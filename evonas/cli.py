@@ -2,53 +2,29 @@
 
 import argparse
 import contextlib
+import importlib.metadata
 import json
 import logging
+import re
+import shlex
 import sys
 from pathlib import Path
 
-OPTION_TO_FIELD = {  # CLI option -> SearchConfig field
-    "seed": "seed", "strategy": "strategy", "population": "population_size", "sample_size": "sample_size",
-    "children": "num_children", "batch": "children_per_generation", "steps": "steps",
-    "mutation_rate": "mutation_rate", "crossover_rate": "crossover_rate", "population_form": "population_form",
-    "compute_dtype": "compute_dtype",
-    "memory_budget_gb": "memory_budget_gb",
-    "dataset": "dataset", "data_dir": "data_dir", "text_feature": "text_feature", "label_feature": "label_feature",
-    "tokenizer": "tokenizer", "vocab_size": "vocab_size", "min_frequency": "min_frequency",
-    "max_length": "max_length", "length_percentile": "length_percentile", "lowercase": "lowercase",
-}
+from evonas.errors import InputError
 
 
 def _search_parser(subparsers):
-    from evonas.search import SearchConfig
+    from evonas import options
 
-    defaults = SearchConfig()
     parser = subparsers.add_parser("search", help="evolve text-classifier architectures on a task")
     run_dir = parser.add_mutually_exclusive_group()
-    run_dir.add_argument("--out", default="runs/search", help="run directory (default: %(default)s)")
+    run_dir.add_argument("--out", help="run directory, absent or empty unless --overwrite (default: runs/search)")
     run_dir.add_argument("--resume", metavar="DIR", help="continue the stopped run in DIR from its last checkpoint, "
                          "with the config it was started with")
-    parser.add_argument("--config", help="JSON file of SearchConfig fields (e.g. a narrower 'space'); options override it")
-    parser.add_argument("--seed", type=int, help=f"default {defaults.seed}")
-    parser.add_argument("--strategy", choices=["evolution", "random"], help=f"default {defaults.strategy}")
-    parser.add_argument("--population", type=int, help=f"population size P (default {defaults.population_size})")
-    parser.add_argument("--sample-size", type=int, help=f"tournament size S (default {defaults.sample_size})")
-    parser.add_argument("--children", type=int, help=f"children evaluated in total (default {defaults.num_children})")
-    parser.add_argument("--batch", type=int, help="children trained together per generation; 1 is classic regularized "
-                        f"evolution (default {defaults.children_per_generation})")
-    parser.add_argument("--steps", type=int, help=f"training steps per child (default {defaults.steps})")
-    parser.add_argument("--mutation-rate", type=float, help=f"per-gene rate (default {defaults.mutation_rate})")
-    parser.add_argument("--crossover-rate", type=float, help=f"default {defaults.crossover_rate}")
-    parser.add_argument("--population-form", choices=["auto", "member", "grouped"], help="how a generation's "
-                        "members share the devices: 'member', one after another (best on CPUs); 'grouped', side by "
-                        "side, grouped by the op each block runs (GPUs, TPUs); 'auto' picks by platform (default "
-                        f"{defaults.population_form})")
-    parser.add_argument("--compute-dtype", choices=["auto", "float32", "bfloat16"], help="dtype of the forward and "
-                        "backward passes; auto is bfloat16 on GPUs and TPUs, float32 on CPUs; weights and optimizer "
-                        "stay float32 (default "
-                        f"{defaults.compute_dtype})")
-    parser.add_argument("--memory-budget-gb", type=float, help="memory for the members trained at once; more "
-                        "members are trained in chunks (default: half the RAM, or of the devices' memory)")
+    parser.add_argument("--overwrite", action="store_true", help="replace whatever --out holds (a run included), "
+                        "whole")
+    parser.add_argument("--config", help="JSON file of SearchConfig keys (e.g. a narrower 'space'); options override it")
+    options.add_arguments(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     hosts = parser.add_argument_group("several hosts", "one search over the devices of several processes, through "
                                       "jax.distributed; every process runs the same command and writes its own --out")
@@ -57,17 +33,6 @@ def _search_parser(subparsers):
     hosts.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0 (implies --distributed)")
     hosts.add_argument("--num-processes", type=int, help="processes in the search")
     hosts.add_argument("--process-id", type=int, help="this process' index, 0 to num-processes - 1")
-    text = parser.add_argument_group("real text", "a prepared tensorflow-datasets dataset instead of ListOps")
-    text.add_argument("--dataset", help="TFDS name, e.g. glue/sst2, or the name given to `evonas data import`")
-    text.add_argument("--data-dir", help="where the dataset is prepared (default: tensorflow-datasets' default)")
-    text.add_argument("--text-feature", help="text feature (default: found from the dataset's metadata)")
-    text.add_argument("--label-feature", help="ClassLabel feature (default: found from the dataset's metadata)")
-    text.add_argument("--tokenizer", choices=["word", "byte"], help=f"default {defaults.tokenizer}")
-    text.add_argument("--vocab-size", type=int, help=f"word ids at most (default {defaults.vocab_size})")
-    text.add_argument("--min-frequency", type=int, help=f"rarer training words are <unk> (default {defaults.min_frequency})")
-    text.add_argument("--max-length", type=int, help="tokens per text (default: enough for --length-percentile)")
-    text.add_argument("--length-percentile", type=float, help=f"default {defaults.length_percentile}")
-    text.add_argument("--lowercase", action="store_const", const=True, help="lower-case text before tokenizing")
     return parser
 
 
@@ -116,25 +81,50 @@ def _predict_parser(subparsers):
                         "probabilities")
 
 
+DEFAULT_OUT = "runs/search"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are InputErrors (one line, exit 2), with no abbreviated options."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        error = InputError(message)
+        error.prog = self.prog  # e.g. "evonas search", for the line main prints
+        raise error
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="evonas", description="Evolutionary architecture search for text models.")
+    parser = _Parser(prog="evonas", description="Evolutionary architecture search for text models.")
+    parser.add_argument("--version", action="version", version=f"evonas {_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _search_parser(subparsers)
     _retrain_parser(subparsers)
     _predict_parser(subparsers)
     _data_parser(subparsers)
-    args = parser.parse_args(argv)
-    _log_to_stderr()
-    _keep_compiled_programs()
-    if args.command == "search":
-        return _search(args)
-    if args.command == "retrain":
-        return _retrain(args)
-    if args.command == "predict":
-        return _predict(args)
-    if args.command == "data":
-        return _data_import(args)
-    return 2
+    command = "evonas"
+    try:
+        args, unknown = parser.parse_known_args(argv)
+        command = f"evonas {args.command}" + (f" {args.data_command}" if args.command == "data" else "")
+        if unknown:
+            raise InputError(f"unrecognized arguments: {' '.join(unknown)}")
+        _log_to_stderr()
+        _keep_compiled_programs()
+        commands = {"search": _search, "retrain": _retrain, "predict": _predict, "data": _data_import}
+        return commands[args.command](args)
+    except InputError as error:
+        print(f"{getattr(error, 'prog', command)}: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("evonas")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _keep_compiled_programs() -> None:
@@ -150,60 +140,63 @@ def _log_to_stderr() -> None:
     """evonas's own log lines (e.g. counts of dropped rows) on stderr, without logging's prefixes."""
     logger = logging.getLogger("evonas")
     if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
         logger.propagate = False
 
 
+class _StderrHandler(logging.Handler):
+    """Writes to whatever sys.stderr is when a record comes (tests replace it), one line per record."""
+
+    def emit(self, record):
+        print(self.format(record), file=sys.stderr)
+
+
 def _data_import(args) -> int:
-    from evonas.data import DatasetError
     from evonas.text_files import import_files
 
-    try:
-        path = import_files(
-            args.name, args.data_dir, {"train": args.train, "validation": args.validation, "test": args.test},
-            file_format=args.format, text_columns=args.text_column, label_column=args.label_column,
-            header=not args.no_header, encoding=args.encoding, overwrite=args.overwrite,
-        )
-    except DatasetError as error:
-        print(f"evonas data import: {error}", file=sys.stderr)
-        return 2
+    path = import_files(
+        args.name, args.data_dir, {"train": args.train, "validation": args.validation, "test": args.test},
+        file_format=args.format, text_columns=args.text_column, label_column=args.label_column,
+        header=not args.no_header, encoding=args.encoding, overwrite=args.overwrite,
+    )
     print(f"imported {args.name!r} to {path.resolve()}")
     return 0
 
 
 def _search(args) -> int:
-    from evonas.checkpoint import ResumeError
-    from evonas.data import DatasetError
-    from evonas.search import SearchConfig, config_conflicts, load_run_config, run_search
+    from evonas import run_dir as run_dirs
+    from evonas.options import SearchConfig, command_line_values, read_config_file
+    from evonas.search import config_conflicts, load_run_config, run_search
 
-    run_dir = Path(args.resume or args.out)
-    try:
-        values = json.loads(Path(args.config).read_text()) if args.config else {}
-        values.update({field: getattr(args, option) for option, field in OPTION_TO_FIELD.items()
-                       if getattr(args, option) is not None})
-        if args.resume:
-            config = load_run_config(run_dir)
-            if conflicts := config_conflicts(config, values):
-                raise ValueError(f"--resume continues {run_dir} with the config it was started with, and these "
-                                 f"options differ from it: {'; '.join(conflicts)}")
-        else:
-            config = SearchConfig.from_dict(values)
-    except (ValueError, OSError) as error:
-        print(f"evonas search: {error}", file=sys.stderr)
-        return 2
+    values = read_config_file(args.config) if args.config else {}
+    values.update(command_line_values(args))
+    if "" in (args.resume, args.out):
+        raise InputError(f"{'--resume' if args.resume == '' else '--out'} is empty; name a directory")
+    out = Path(args.resume or args.out or DEFAULT_OUT)
+    if args.resume:
+        if args.overwrite:
+            raise InputError("--overwrite replaces a run and --resume continues one; give one of them")
+        config = load_run_config(out)
+        if conflicts := config_conflicts(config, values):
+            raise InputError(f"--resume continues {out} with the config it was started with, and these options "
+                             f"differ from it: {'; '.join(conflicts)}")
+        if run_dirs.is_finished(out):
+            print(f"{out.resolve()} already finished; nothing to resume (its summary.json is unchanged)")
+            return 0
+    else:
+        config = SearchConfig(**values)
+        run_dirs.check_new(out, args.overwrite)
+    _check_hosts(args)
     if args.distributed or args.coordinator:
         _join_processes(args)
-    if args.resume and (run_dir / "summary.json").exists():
-        print(f"{run_dir.resolve()} already finished; nothing to resume (its summary.json is unchanged)")
-        return 0
     try:
-        summary = run_search(config, run_dir, progress=not args.quiet, resume=bool(args.resume))
-    except (DatasetError, ResumeError) as error:
-        print(f"evonas search: {error}", file=sys.stderr)
-        return 2
+        summary = run_search(config, out, progress=not args.quiet, resume=bool(args.resume), overwrite=args.overwrite)
+    except KeyboardInterrupt:
+        print(_interrupted(out, config), file=sys.stderr)
+        return 130
     if summary["best_id"] is None:
         print("every child diverged; no architecture to report", file=sys.stderr)
         return 1
@@ -211,8 +204,32 @@ def _search(args) -> int:
           f"({summary['best_params']:,} parameters)")
     print(json.dumps(summary["best_architecture"], indent=2))
     print(f"{summary['children']} children in {summary['wall_seconds']:.0f} s, "
-          f"{summary['compilations']} compilations; run directory: {run_dir.resolve()}")
+          f"{summary['compilations']} compilations; run directory: {out.resolve()}")
     return 0
+
+
+def _interrupted(out: Path, config) -> str:
+    """The one line that Ctrl-C ends a search with: how far it got, and how to continue it."""
+    from evonas import run_dir as run_dirs
+
+    done = run_dirs.generations_done(out) if out.is_dir() else None
+    if done is None:
+        return "evonas search: interrupted before its first checkpoint; nothing was written"
+    total, per_generation = config.num_children // config.children_per_generation, config.children_per_generation
+    return (f"evonas search: interrupted after {done} of {total} generations ({done * per_generation} of "
+            f"{config.num_children} children); continue with: evonas search --resume {shlex.quote(str(out.resolve()))}")
+
+
+def _check_hosts(args) -> None:
+    """The several-hosts options, checked before anything connects."""
+    if args.coordinator is not None and not re.fullmatch(r"[^\s:]+:\d{1,5}", args.coordinator):
+        raise InputError(f"--coordinator must be HOST:PORT, e.g. 10.0.0.1:1234, got {args.coordinator!r}")
+    if args.num_processes is not None and args.num_processes < 1:
+        raise InputError(f"--num-processes must be at least 1, got {args.num_processes}")
+    if args.process_id is not None and not 0 <= args.process_id < (args.num_processes or 1):
+        raise InputError(f"--process-id must be from 0 to --num-processes - 1, got {args.process_id}")
+    if args.coordinator is not None and None in (args.num_processes, args.process_id):
+        raise InputError("--coordinator needs --num-processes and --process-id")
 
 
 def _join_processes(args) -> None:
@@ -225,16 +242,13 @@ def _join_processes(args) -> None:
 def _retrain(args) -> int:
     from evonas.retrain import retrain
 
-    try:
-        results = retrain(args.run_dir, top_k=args.top_k, num_seeds=args.seeds, steps=args.steps,
-                          with_validation=args.with_validation, progress=not args.quiet).results
-    except ValueError as error:
-        print(f"evonas retrain: {error}", file=sys.stderr)
-        return 2
+    results = retrain(args.run_dir, top_k=args.top_k, num_seeds=args.seeds, steps=args.steps,
+                      with_validation=args.with_validation, progress=not args.quiet).results
     for genome in results["genomes"]:
+        std = genome["test_accuracy_std"]
+        spread = f"± {std:.4f} over {len(results['seeds'])} seeds" if std is not None else "(one seed: std undefined)"
         print(f"rank {genome['rank']} (search child {genome['search_id']}, {genome['params']:,} parameters): test "
-              f"accuracy {genome['test_accuracy_mean']:.4f} ± {genome['test_accuracy_std']:.4f} over "
-              f"{len(results['seeds'])} seeds, {results['steps']} steps")
+              f"accuracy {genome['test_accuracy_mean']:.4f} {spread}, {results['steps']} steps")
     exported = results["exported"]
     out = Path(args.run_dir).resolve() / "retrain"
     print(f"exported rank {exported['rank']}, seed {exported['seed']} (test accuracy {exported['test_accuracy']:.4f}) "
@@ -245,17 +259,15 @@ def _retrain(args) -> int:
 def _predict(args) -> int:
     from evonas.export import load_model, predict_lines
 
-    try:
-        model = load_model(args.model_dir)
-        with contextlib.nullcontext(sys.stdin.buffer) if args.file == "-" else open(args.file, "rb") as stream:
-            for prediction in predict_lines(model, _utf8_lines(stream, args.file)):
-                if args.json:
-                    print(json.dumps(prediction, ensure_ascii=False))
-                else:
-                    print(f"{prediction['label']}\t{prediction['probability']:.4f}")
-    except (ValueError, OSError) as error:
-        print(f"evonas predict: {error}", file=sys.stderr)
-        return 2
+    model = load_model(args.model_dir)
+    if args.file != "-" and not Path(args.file).is_file():
+        raise InputError(f"FILE {args.file}: no such file")
+    with contextlib.nullcontext(sys.stdin.buffer) if args.file == "-" else open(args.file, "rb") as stream:
+        for prediction in predict_lines(model, _utf8_lines(stream, args.file)):
+            if args.json:
+                print(json.dumps(prediction, ensure_ascii=False))
+            else:
+                print(f"{prediction['label']}\t{prediction['probability']:.4f}")
     return 0
 
 
@@ -265,7 +277,7 @@ def _utf8_lines(stream, name: str):
         try:
             yield raw.decode("utf-8").rstrip("\r\n")
         except UnicodeDecodeError:
-            raise ValueError(f"{'standard input' if name == '-' else name}: line {number} is not UTF-8") from None
+            raise InputError(f"{'standard input' if name == '-' else name}: line {number} is not UTF-8") from None
 
 
 if __name__ == "__main__":

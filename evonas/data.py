@@ -8,10 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
+from evonas.errors import InputError
 from evonas.text import PAD_ID, Tokenizer
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """A dataset that cannot be read, written or loaded as asked; the message says what to do instead."""
 
 
@@ -107,6 +108,7 @@ _DIGITS = tuple(str(digit) for digit in range(10))
 _LISTOPS_VOCAB = ("<pad>", *_DIGITS, *_LISTOPS_OPERATORS, "]")
 _NEST_PROBABILITY = 0.6  # at the defaults: mean ~29 tokens, ~1% of trees longer than 64 resampled
 _MAX_ATTEMPTS_PER_EXAMPLE = 100  # gives up on settings where fitting, distinct trees are too rare
+_MAX_MISSES_IN_A_ROW = 100_000  # ... or exhausted: so that asking for more trees than exist fails fast, not in hours
 
 
 def evaluate_listops(tokens: Sequence[str]) -> int:
@@ -171,10 +173,10 @@ def listops_task(
         ValueError: if the settings cannot produce enough distinct expressions within max_length.
     """
     if max_depth < 1 or max_args < 2:
-        raise ValueError(f"need max_depth >= 1 and max_args >= 2, got {max_depth} and {max_args}")
+        raise DatasetError(f"listops needs max_depth >= 1 and max_args >= 2, got {max_depth} and {max_args}")
     shortest = 4 if max_depth == 1 else 7  # `[MAX 1 2 ]`, `[MAX [MAX 1 2 ] 3 ]`
     if max_length < shortest:
-        raise ValueError(f"max_length {max_length} is below the shortest expression ({shortest})")
+        raise DatasetError(f"listops max_length {max_length} is below the shortest expression ({shortest})")
 
     split_seeds = np.random.SeedSequence(seed).spawn(3)
     taken: set[str] = set()
@@ -244,16 +246,20 @@ def _sample_distinct_expressions(
     """`num_examples` distinct expressions that fit max_length and are not in `taken`, by text."""
     expressions: dict[str, list[str]] = {}
     max_attempts = _MAX_ATTEMPTS_PER_EXAMPLE * num_examples
-    for _ in range(max_attempts):
-        if len(expressions) == num_examples:
+    since_new = 0  # attempts since the last new expression: a long run of misses means the settings are exhausted
+    for attempt in range(max_attempts):
+        if len(expressions) == num_examples or since_new > _MAX_MISSES_IN_A_ROW:
+            max_attempts = attempt
             break
         tokens = _sample_expression(draw, max_depth, max_args, must_nest=True)
         text = " ".join(tokens)
-        if len(tokens) <= max_length and text not in taken:
-            expressions.setdefault(text, tokens)
+        since_new += 1
+        if len(tokens) <= max_length and text not in taken and text not in expressions:
+            expressions[text] = tokens
+            since_new = 0
     if len(expressions) < num_examples:
-        raise ValueError(
-            f"found only {len(expressions)} of {num_examples} distinct expressions within "
+        raise DatasetError(
+            f"listops: found only {len(expressions)} of {num_examples} distinct expressions within "
             f"{max_length} tokens after {max_attempts} attempts; raise max_length or ask for fewer"
         )
     return expressions

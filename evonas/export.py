@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from evonas.errors import InputError
 from evonas.layers import Params
 from evonas.models import Architecture, TextClassifier
 from evonas.space import SearchSpace
@@ -76,26 +77,35 @@ def load_model(model_dir: str | Path) -> ExportedModel:
     """Reads a model directory written by `export_model`.
 
     Raises:
-        ValueError: if the directory or one of its files is missing, or its files disagree.
+        InputError: if the directory or one of its files is missing or not valid, or its files disagree.
     """
     model_dir = Path(model_dir).resolve()
     if missing := [name for name in MODEL_FILES if not (model_dir / name).exists()]:
-        raise ValueError(f"{model_dir} is not an exported model: missing {', '.join(missing)} "
+        raise InputError(f"MODEL_DIR {model_dir} is not an exported model: missing {', '.join(missing)} "
                          "(`evonas retrain RUN_DIR` writes one to RUN_DIR/retrain/model)")
-    genome_file = _read_json(model_dir / "genome.json")
-    config = _read_json(model_dir / "model.json")
-    tokenizer = Tokenizer.load(model_dir / "tokenizer.json")
-    if (tokenizer.vocab_size, tokenizer.max_length) != (config["vocab_size"], config["max_length"]):
-        raise ValueError(f"{model_dir}: tokenizer.json does not match model.json's vocab_size and max_length")
-    space = SearchSpace.from_json(genome_file["space"])
-    arch = Architecture.from_genome(space, space.validate(genome_file["genome"]))
-    classifier = TextClassifier(arch, tokenizer.vocab_size, tokenizer.max_length, config["num_classes"])
+    try:
+        genome_file = _read_json(model_dir / "genome.json")
+        config = _read_json(model_dir / "model.json")
+        tokenizer = Tokenizer.load(model_dir / "tokenizer.json")
+        if (tokenizer.vocab_size, tokenizer.max_length) != (config["vocab_size"], config["max_length"]):
+            raise InputError(f"{model_dir}: tokenizer.json does not match model.json's vocab_size and max_length")
+        space = SearchSpace.from_json(genome_file["space"])
+        arch = Architecture.from_genome(space, space.validate(genome_file["genome"]))
+        classifier = TextClassifier(arch, tokenizer.vocab_size, tokenizer.max_length, config["num_classes"])
+        label_names = tuple(config["label_names"])
+    except (ValueError, KeyError, TypeError) as error:
+        if isinstance(error, InputError):
+            raise
+        raise InputError(f"MODEL_DIR {model_dir}: its files are not those of an exported model ({error})") from None
     tokens = jax.ShapeDtypeStruct((1, tokenizer.max_length), jnp.int32)
     mask = jax.ShapeDtypeStruct((1, tokenizer.max_length), jnp.bool_)
     shapes = jax.eval_shape(classifier.init, jax.random.key(0), tokens, mask)["params"]
-    with ocp.StandardCheckpointer() as checkpointer:
-        params = checkpointer.restore(model_dir / "params", shapes)
-    return ExportedModel(classifier, jax.tree.map(jnp.asarray, params), tokenizer, tuple(config["label_names"]))
+    try:
+        with ocp.StandardCheckpointer() as checkpointer:
+            params = checkpointer.restore(model_dir / "params", shapes)
+    except Exception as error:  # noqa: BLE001 - orbax and tensorstore raise many types for damaged files
+        raise InputError(f"{model_dir / 'params'} cannot be restored: {type(error).__name__}") from None
+    return ExportedModel(classifier, jax.tree.map(jnp.asarray, params), tokenizer, label_names)
 
 
 def predict_lines(model: ExportedModel, lines: Iterable[str],
@@ -126,5 +136,5 @@ def _write_json(path: Path, value: Any) -> None:
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"{path} is not valid JSON: {error}") from None

@@ -149,7 +149,7 @@ class GroupedModel:
             return genomes[:, model.space.index(name)]
 
         widths = jnp.asarray(self.widths)[gene("width")]
-        features = (jnp.arange(wmax) < widths[:, None])[:, None, None, :]  # [P, 1, 1, W]
+        features = (jnp.arange(wmax)[None] < widths[:, None])[:, None, None, :]  # [P, 1, 1, W]
         tokens_mask = mask[..., None]
         x = jax.vmap(lambda table, tokens: jnp.take(table, tokens, axis=0))(stored["embed"]["embedding"], tokens)
         x = x + self._positions(stored, gene("positional"), gene("width"), length).astype(x.dtype)[:, None]

@@ -44,7 +44,7 @@ def dropout(x: jax.Array, rate, key: jax.Array | None, width=None) -> jax.Array:
     position = jnp.zeros(x.shape[:-1], jnp.uint32)
     for axis, size in enumerate(x.shape[:-1]):
         position = position * jnp.uint32(size) + jax.lax.broadcasted_iota(jnp.uint32, x.shape[:-1], axis)
-    position = position[..., None] * jnp.asarray(width, jnp.uint32) + jax.lax.iota(jnp.uint32, x.shape[-1])
+    position = position[..., None] * jnp.asarray(width, jnp.uint32) + jax.lax.broadcasted_iota(jnp.uint32, x.shape, x.ndim - 1)
     words = lowbias32(((position >> 1) + offset) ^ salt)
     halves = (words >> ((position & 1) * 16)) & jnp.uint32(0xFFFF)  # element 2i is the low half of word i
     dropped = jnp.round(jnp.asarray(rate, jnp.float32) * 65536)  # halves below this are dropped
@@ -98,7 +98,17 @@ Dense = functools.partial(nn.Dense, dot_general=_dense_dot_general)
 
 def dense(params: Params, x: jax.Array) -> jax.Array:
     """`Dense` applied with its parameters (`kernel`, `bias`) given."""
-    return matmul(x, params["kernel"]) + params["bias"]
+    return add_bias(matmul(x, params["kernel"]), params["bias"])
+
+
+def add_bias(y: jax.Array, bias: jax.Array) -> jax.Array:
+    """y [..., W] + bias [W], broadcast explicitly (as nn.Dense does), so strict rank promotion holds."""
+    return y + leading_ones(bias, y.ndim)
+
+
+def leading_ones(x: jax.Array, ndim: int) -> jax.Array:
+    """x with size-1 axes in front up to `ndim` axes: the explicit form of NumPy's rank promotion."""
+    return jnp.reshape(x, (1,) * (ndim - x.ndim) + x.shape)
 
 
 def select(index: jax.Array, candidates: Sequence[Params]) -> Params:
@@ -119,13 +129,13 @@ def padded_norm(x: jax.Array, kind: jax.Array, params: Params, width) -> jax.Arr
     """Flax's LayerNorm (kind 0), RMSNorm (kind 1) or no norm (kind 2) of x's first `width` features, with x
     zero beyond them, and kept zero. `params` holds each norm's `scale` (and LayerNorm's `bias`), zero-padded."""
     xf = x.astype(jnp.float32)  # Flax's statistics are float32
-    feature = (jnp.arange(x.shape[-1]) < width).astype(jnp.float32)
+    feature = (leading_ones(jnp.arange(x.shape[-1]), x.ndim) < width).astype(jnp.float32)
     mean = jnp.sum(xf, -1, keepdims=True) / width
     mean2 = jnp.sum(xf * xf, -1, keepdims=True) / width
     variance = jnp.maximum(0.0, mean2 - mean * mean)
-    layer = (xf - mean) * (jax.lax.rsqrt(variance + NORM_EPSILON) * params["layernorm"]["scale"])
-    layer = (layer + params["layernorm"]["bias"]) * feature
-    rms = xf * (jax.lax.rsqrt(mean2 + NORM_EPSILON) * params["rmsnorm"]["scale"])
+    layer = (xf - mean) * (jax.lax.rsqrt(variance + NORM_EPSILON) * leading_ones(params["layernorm"]["scale"], x.ndim))
+    layer = add_bias(layer, params["layernorm"]["bias"]) * feature
+    rms = xf * (jax.lax.rsqrt(mean2 + NORM_EPSILON) * leading_ones(params["rmsnorm"]["scale"], x.ndim))
     return jnp.select([kind == 0, kind == 1], [layer, rms], xf).astype(x.dtype)
 
 
@@ -246,7 +256,7 @@ def same_conv(x, kernel, bias):
     half = (size - 1) // 2
     padded = jnp.pad(x, ((0, 0), (half, size - 1 - half), (0, 0)))
     windows = jnp.concatenate([padded[:, j : j + length] for j in range(size)], axis=-1)
-    return matmul(windows, kernel.reshape(-1, kernel.shape[-1])) + bias
+    return add_bias(matmul(windows, kernel.reshape(-1, kernel.shape[-1])), bias)
 
 
 def kernel_size(op: str) -> int:
@@ -372,7 +382,7 @@ def recurrent_rows(rows: Rows, x, mask, activation):
         return (h, jnp.where(keep, jnp.where(is_lstm, new_c[-1], new_c[0]), c)), h
 
     zeros = jnp.zeros((x.shape[0], wmax), x.dtype)
-    inputs = matmul(x, params["kernel"]) + params["bias"]
+    inputs = add_bias(matmul(x, params["kernel"]), params["bias"])
     _, hs = jax.lax.scan(step, (zeros, zeros), (inputs.swapaxes(0, 1), mask.swapaxes(0, 1)))
     return hs.swapaxes(0, 1)
 

@@ -108,7 +108,7 @@ class TextClassifier(nn.Module):
     def __call__(self, tokens, mask, dropout_key=None):
         arch = self.arch
         x = nn.Embed(self.vocab_size, arch.width, name="embed")(tokens)
-        x = x + positional_table(self, arch.positional, tokens.shape[1], arch.width)
+        x = x + positional_table(self, arch.positional, tokens.shape[1], arch.width)[None]
         x = x * mask[..., None]
         for i, block in enumerate(arch.blocks):
             key = None if dropout_key is None else jax.random.fold_in(dropout_key, i)

@@ -9,6 +9,7 @@ This is the only place in evonas that reads a task's test split.
 
 import dataclasses
 import json
+import logging
 import math
 import time
 from pathlib import Path
@@ -19,7 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
+from evonas import run_dir as run_dirs
 from evonas.data import TASK_FILE, TOKENIZER_FILE, TextSplit, read_task_files
+from evonas.errors import InputError, RunDirError
 from evonas.export import export_model
 from evonas.layers import Params
 from evonas.models import Architecture, count_params
@@ -30,6 +33,7 @@ from evonas.space import SearchSpace
 from evonas.supernet import PopulationModel
 from evonas.text import Tokenizer
 
+logger = logging.getLogger(__name__)
 RUN_FILES = ("config.json", "history.jsonl", TOKENIZER_FILE, TASK_FILE)  # what retrain reads of a search run
 STEPS_FACTOR = 4  # default retrain steps per search step: the final model gets more than the search's screening
 
@@ -57,33 +61,41 @@ class Retrained:
 
 
 def load_run(run_dir: str | Path) -> Run:
-    """Reads a search's run directory.
+    """Reads a search's run directory; an unfinished search is named in a warning on the log.
 
     Raises:
-        ValueError: if the directory lacks one of its files, or they are not valid.
+        RunDirError: if the directory lacks one of its files, or they are not valid.
     """
     path = Path(run_dir)
     if missing := [name for name in RUN_FILES if not (path / name).is_file()]:
-        raise ValueError(f"{path} is not a search run directory: missing {', '.join(missing)} "
-                         "(`evonas search --out DIR` writes one)")
+        raise RunDirError(f"RUN_DIR {path} is not a search run directory: missing {', '.join(missing)} "
+                          "(`evonas search --out DIR` writes one)")
     try:
         saved = json.loads((path / "config.json").read_text())
         history = [json.loads(line) for line in (path / "history.jsonl").read_text().splitlines() if line.strip()]
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: config.json or history.jsonl is not valid JSON: {error}") from None
-    return Run(path, saved_config(saved["config"], path / "config.json"), SearchSpace.from_json(saved["space"]), history,
-               *read_task_files(path))
+        config = saved_config(saved["config"], path / "config.json")
+        space = SearchSpace.from_json(saved["space"])
+        tokenizer, label_names = read_task_files(path)
+    except (ValueError, KeyError, TypeError) as error:  # json's and the files' own checks
+        if isinstance(error, RunDirError):
+            raise
+        raise RunDirError(f"RUN_DIR {path}: its files are not those of an `evonas search` run ({error})") from None
+    if not run_dirs.is_finished(path):
+        done, total = run_dirs.generations_done(path), run_dirs.num_generations(path)
+        logger.warning(f"warning: {path} holds an unfinished search ({done} of {total} generations, {len(history)} "
+                       f"children); retraining the best of those. `evonas search --resume {path}` finishes it first.")
+    return Run(path, config, space, history, tokenizer, label_names)
 
 
 def top_genomes(history: list[dict[str, Any]], top_k: int) -> list[dict[str, Any]]:
     """The `top_k` distinct genomes with the highest fitness, each as its best record; ties keep search order."""
     if top_k < 1:
-        raise ValueError(f"top-k must be at least 1, got {top_k}")
+        raise InputError(f"--top-k must be at least 1, got {top_k}")
     distinct: dict[tuple[int, ...], dict[str, Any]] = {}
     for record in sorted((r for r in history if not r["diverged"]), key=lambda r: -r["fitness"]):
         distinct.setdefault(tuple(record["genome"]), record)
     if len(distinct) < top_k:
-        raise ValueError(f"top-k {top_k} asked, but the run has only {len(distinct)} distinct genomes that did not "
+        raise InputError(f"--top-k {top_k} asked, but the run has only {len(distinct)} distinct genomes that did not "
                          "diverge")
     return list(distinct.values())[:top_k]
 
@@ -108,16 +120,18 @@ def retrain(run_dir: str | Path, top_k: int = 1, num_seeds: int = 3, steps: int 
         The population, its genomes and trained states, and the results written to `results.json`.
     """
     start = time.perf_counter()
-    run = load_run(run_dir)
     if num_seeds < 1:
-        raise ValueError(f"seeds must be at least 1, got {num_seeds}")
+        raise InputError(f"--seeds must be at least 1, got {num_seeds}")
+    if steps is not None and steps < 1:
+        raise InputError(f"--steps must be at least 1, got {steps}")
+    if top_k < 1:
+        raise InputError(f"--top-k must be at least 1, got {top_k}")
+    run = load_run(run_dir)
     steps = STEPS_FACTOR * run.config.steps if steps is None else steps
-    if steps < 1:
-        raise ValueError(f"steps must be at least 1, got {steps}")
     records = top_genomes(run.history, top_k)
     task = load_task(run.config)
     if (task.tokenizer, task.label_names) != (run.tokenizer, run.label_names):
-        raise ValueError(f"the data of {run.path} changed since its search: its tokenizer or label names differ "
+        raise InputError(f"the data of {run.path} changed since its search: its tokenizer or label names differ "
                          f"from those in {TOKENIZER_FILE} and {TASK_FILE}")
     train_split = _concatenate(task.train, task.validation) if with_validation else task.train
 
@@ -190,7 +204,7 @@ def _genome_result(space: SearchSpace, model: PopulationModel, record: dict[str,
         "architecture": arch.to_dict(),
         "params": count_params(model.standalone_shapes(arch)),
         "test_accuracy_mean": float(test.mean()),
-        "test_accuracy_std": float(test.std(ddof=1)) if len(test) > 1 else 0.0,
+        "test_accuracy_std": float(test.std(ddof=1)) if len(test) > 1 else None,  # undefined over one seed
         "test_accuracies": [float(a) for a in test],
         "validation_accuracies": [float(a) for a in per_seed["val"][rank]],
         "diverged": [bool(d) for d in per_seed["diverged"][rank]],

@@ -13,7 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from evonas.layers import ACTIVATION_FNS, OPS
+from evonas.errors import SpaceError
+from evonas.layers import ACTIVATION_FNS, OPS, POOLINGS
 
 Genome = jax.Array  # int32[num_genes]
 
@@ -26,8 +27,10 @@ class Gene:
     choices: tuple[Any, ...]
 
     def __post_init__(self):
-        if not self.choices:
-            raise ValueError(f"gene {self.name!r} has no choices")
+        if not isinstance(self.name, str) or not self.name:
+            raise SpaceError(f"a gene's name must be a non-empty string, got {self.name!r}")
+        if isinstance(self.choices, (str, bytes)) or not isinstance(self.choices, Sequence) or not self.choices:
+            raise SpaceError(f"gene {self.name!r} must have a non-empty list of choices, got {self.choices!r}")
         object.__setattr__(self, "choices", tuple(self.choices))
 
 
@@ -40,8 +43,10 @@ class SearchSpace:
     def __post_init__(self):
         object.__setattr__(self, "genes", tuple(self.genes))
         names = [gene.name for gene in self.genes]
+        if not names:
+            raise SpaceError("a search space needs at least one gene")
         if len(set(names)) != len(names):
-            raise ValueError(f"gene names repeat: {names}")
+            raise SpaceError(f"gene names repeat: {names}")
 
     @property
     def num_genes(self) -> int:
@@ -74,18 +79,21 @@ class SearchSpace:
     def sample(self, key: jax.Array, num: int | None = None) -> jax.Array:
         """Uniform random genomes: int32[num_genes], or int32[num, num_genes] if `num` is given."""
         shape = (self.num_genes,) if num is None else (num, self.num_genes)
-        return jax.random.randint(key, shape, 0, jnp.asarray(self.num_choices), dtype=jnp.int32)
+        return jax.random.randint(key, shape, 0, jnp.broadcast_to(jnp.asarray(self.num_choices), shape), dtype=jnp.int32)
 
     def validate(self, genome: Sequence[int] | np.ndarray) -> np.ndarray:
-        """Returns the genome as int32 numpy, or raises a ValueError naming the bad gene."""
-        values = np.asarray(genome)
+        """Returns the genome as int32 numpy, or raises a SpaceError naming the bad gene."""
+        try:
+            values = np.asarray(genome)
+        except (ValueError, TypeError, OverflowError):
+            raise SpaceError(f"a genome must be a list of {self.num_genes} integers, got {genome!r}"[:300]) from None
         if values.shape != (self.num_genes,):
-            raise ValueError(f"genome has shape {values.shape}, expected ({self.num_genes},) for genes {list(self.names)}")
+            raise SpaceError(f"genome has shape {values.shape}, expected ({self.num_genes},) for genes {list(self.names)}")
         if not np.issubdtype(values.dtype, np.integer):
-            raise ValueError(f"genome must hold integers, got dtype {values.dtype}")
+            raise SpaceError(f"genome must hold integers, got dtype {values.dtype}")
         for gene, value in zip(self.genes, values):
             if not 0 <= value < len(gene.choices):
-                raise ValueError(
+                raise SpaceError(
                     f"gene {gene.name!r} has value {int(value)}, allowed range is 0..{len(gene.choices) - 1} "
                     f"(choices {list(gene.choices)})"
                 )
@@ -100,13 +108,13 @@ class SearchSpace:
         """The inverse of `decode`: a genome from the chosen option of every gene."""
         unknown = set(choices) - set(self.names)
         if unknown:
-            raise ValueError(f"unknown genes {sorted(unknown)}; genes are {list(self.names)}")
+            raise SpaceError(f"unknown genes {sorted(unknown)}; genes are {list(self.names)}")
         genome = []
         for gene in self.genes:
             if gene.name not in choices:
-                raise ValueError(f"gene {gene.name!r} is missing")
+                raise SpaceError(f"gene {gene.name!r} is missing")
             if choices[gene.name] not in gene.choices:
-                raise ValueError(f"gene {gene.name!r} has value {choices[gene.name]!r}, allowed are {list(gene.choices)}")
+                raise SpaceError(f"gene {gene.name!r} has value {choices[gene.name]!r}, allowed are {list(gene.choices)}")
             genome.append(gene.choices.index(choices[gene.name]))
         return np.array(genome, dtype=np.int32)
 
@@ -116,11 +124,64 @@ class SearchSpace:
 
     @classmethod
     def from_json(cls, data: Sequence[Mapping[str, Any]]) -> "SearchSpace":
-        return cls(tuple(Gene(item["name"], tuple(item["choices"])) for item in data))
+        """The inverse of `to_json`; anything else is a SpaceError."""
+        if not isinstance(data, list) or not all(isinstance(item, dict) and set(item) == {"name", "choices"}
+                                                 for item in data):
+            raise SpaceError("a search space must be a list of objects with keys 'name' and 'choices'")
+        return cls(tuple(Gene(item["name"], item["choices"]) for item in data))
 
 
 ACTIVATIONS = tuple(ACTIVATION_FNS)
 NORMS = ("layernorm", "rmsnorm", "none")
+POSITIONALS = ("learned", "sinusoidal", "none")
+OPTIMIZERS = ("adamw", "lion", "sgd")
+MAX_BLOCKS, MAX_WIDTH = 16, 4096  # far beyond what compiles in reasonable time; they bound typos, not designs
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+# keyword of text_classifier_space -> (what each choice may be, in words; the test of one choice)
+SPACE_CHOICES = {
+    "ops": (f"ops among {list(OPS)}", lambda v: v in OPS),
+    "activations": (f"activations among {list(ACTIVATION_FNS)}", lambda v: v in ACTIVATION_FNS),
+    "norms": (f"norms among {list(NORMS)}", lambda v: v in NORMS),
+    "widths": (f"even integers from 2 to {MAX_WIDTH}", lambda v: _is_int(v) and 2 <= v <= MAX_WIDTH and v % 2 == 0),
+    "heads": ("integers of at least 1", lambda v: _is_int(v) and 1 <= v <= MAX_WIDTH),
+    "ffn_expansions": ("integers from 1 to 16", lambda v: _is_int(v) and 1 <= v <= 16),
+    "dropouts": ("numbers in [0, 1)", lambda v: _is_number(v) and 0 <= v < 1),
+    "positionals": (f"positional encodings among {list(POSITIONALS)}", lambda v: v in POSITIONALS),
+    "poolings": (f"poolings among {list(POOLINGS)}", lambda v: v in POOLINGS),
+    "learning_rates": ("numbers above 0 and at most 10", lambda v: _is_number(v) and 0 < v <= 10),
+    "weight_decays": ("numbers from 0 to 10", lambda v: _is_number(v) and 0 <= v <= 10),
+    "optimizers": (f"optimizers among {list(OPTIMIZERS)}", lambda v: v in OPTIMIZERS),
+}
+
+
+def _checked_choices(name: str, given) -> tuple:
+    """The choices given for the keyword `name`, or a SpaceError saying what is allowed."""
+    allowed, test = SPACE_CHOICES[name]
+    if isinstance(given, (str, bytes, Mapping)) or not isinstance(given, Sequence) or not given:
+        raise SpaceError(f"space option {name} must be a non-empty list of {allowed}, got {given!r}"[:300])
+    for value in given:
+        if not _hashable(value) or not test(value):
+            raise SpaceError(f"space option {name} must be a list of {allowed}, got {value!r} in it"[:300])
+    if len(set(given)) != len(given):
+        raise SpaceError(f"space option {name} repeats a choice: {list(given)}")
+    return tuple(given)
+
+
+def _hashable(value) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
 
 
 def text_classifier_space(
@@ -132,21 +193,31 @@ def text_classifier_space(
     heads: Sequence[int] = (1, 2, 4, 8),
     ffn_expansions: Sequence[int] = (1, 2, 4),
     dropouts: Sequence[float] = (0.0, 0.1, 0.2),
-    positionals: Sequence[str] = ("learned", "sinusoidal", "none"),
-    poolings: Sequence[str] = ("mean", "max", "first", "last"),
+    positionals: Sequence[str] = POSITIONALS,
+    poolings: Sequence[str] = POOLINGS,
     learning_rates: Sequence[float] = (3e-4, 1e-3, 3e-3, 1e-2),
     weight_decays: Sequence[float] = (0.0, 1e-4, 1e-2),
-    optimizers: Sequence[str] = ("adamw", "lion", "sgd"),
+    optimizers: Sequence[str] = OPTIMIZERS,
 ) -> SearchSpace:
     """The text-classifier space that `evonas.models` decodes (its ops: `evonas.layers.OP_FAMILIES`); narrow any
-    gene by passing fewer choices."""
-    for name, allowed, given in (("op", OPS, ops), ("activation", ACTIVATIONS, activations), ("norm", NORMS, norms)):
-        if unknown := set(given) - set(allowed):
-            raise ValueError(f"unknown {name} choices {sorted(unknown)}; allowed are {list(allowed)}")
+    gene by passing fewer choices.
+
+    Raises:
+        SpaceError: naming the keyword and what it allows.
+    """
+    if not _is_int(max_blocks) or not 1 <= max_blocks <= MAX_BLOCKS:
+        raise SpaceError(f"space option max_blocks must be an integer from 1 to {MAX_BLOCKS}, got {max_blocks!r}")
+    given = {"ops": ops, "activations": activations, "norms": norms, "widths": widths, "heads": heads,
+             "ffn_expansions": ffn_expansions, "dropouts": dropouts, "positionals": positionals,
+             "poolings": poolings, "learning_rates": learning_rates, "weight_decays": weight_decays,
+             "optimizers": optimizers}
+    (ops, activations, norms, widths, heads, ffn_expansions, dropouts, positionals, poolings, learning_rates,
+     weight_decays, optimizers) = (_checked_choices(name, value) for name, value in given.items())
     for width in widths:
         for head_count in heads:
             if width % head_count:
-                raise ValueError(f"width {width} is not divisible by {head_count} attention heads")
+                raise SpaceError(f"space option widths: width {width} is not divisible by {head_count} attention "
+                                 "heads (space option heads)")
     genes = [Gene("num_blocks", tuple(range(1, max_blocks + 1)))]
     for block in range(max_blocks):
         genes += [

@@ -168,7 +168,7 @@ class PopulationModel:
             "none": lambda: jnp.zeros((length, width), jnp.float32),
         }
         positions = [lambda p=p: position_tables[p]().astype(x.dtype) for p in self.choices["positional"]]
-        x = x + jax.lax.switch(self._index(genome, "positional"), positions)
+        x = x + jax.lax.switch(self._index(genome, "positional"), positions)[None]
         x = x * mask[..., None]
         num_blocks = self.value(genome, "num_blocks")
         per_slot = {part: jnp.stack([self._index(genome, f"block{i}_{part}") for i in range(self.num_slots)])

@@ -57,6 +57,11 @@ def import_files(
     """
     if file_format not in FORMATS:
         raise DatasetError(f"unknown format {file_format!r}; choose from {FORMATS}")
+    for directory in (Path(data_dir).expanduser(), *Path(data_dir).expanduser().absolute().parents):
+        if directory.exists():
+            if not directory.is_dir():
+                raise DatasetError(f"--data-dir {data_dir}: {directory} is a file, not a directory")
+            break
     if unknown := set(files) - set(SPLITS):
         raise DatasetError(f"unknown splits {sorted(unknown)}; splits are {SPLITS}")
     if not files.get("train"):

@@ -60,7 +60,8 @@ def aggregate(runs: list[dict]) -> dict:
             for seed in seeds]
     return {
         "mean_best_val_accuracy": {s: statistics.mean(v) for s, v in best.items()},
-        "std_best_val_accuracy": {s: statistics.stdev(v) if len(v) > 1 else 0.0 for s, v in best.items()},
+        "std_best_val_accuracy": {s: statistics.stdev(v) if len(v) > 1 else None  # undefined over one seed
+                                  for s, v in best.items()},
         "gap_per_seed": dict(zip(map(str, seeds), gaps)),
         "mean_gap": statistics.mean(gaps),
         "evolution_above_first_generation_median": all(

@@ -109,7 +109,7 @@ def run(name: str, out: Path, data_root: Path = SHARED_DATA, smoke: bool = False
     search_file.write_text(json.dumps(config["search"], indent=2) + "\n")
     summary = finished_summary(run_dir, search_config)
     if summary is None:
-        summary = run_search(search_config, run_dir, progress=progress)
+        summary = run_search(search_config, run_dir, progress=progress, overwrite=True)  # an unfinished or other run
     searched = time.perf_counter()
     retrained = retrain(run_dir, progress=progress, **config["retrain"]).results
     end = time.perf_counter()
@@ -168,8 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     path = args.results or out / "results.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"{args.config}: test accuracy {results['test_accuracy_mean']:.4f} ± {results['test_accuracy_std']:.4f} "
-          f"over {len(results['seeds'])} seeds; total {results['wall_seconds']['total']:.0f} s; results in {path}")
+    std = results["test_accuracy_std"]
+    spread = f"± {std:.4f} over {len(results['seeds'])} seeds" if std is not None else "(one seed: std undefined)"
+    print(f"{args.config}: test accuracy {results['test_accuracy_mean']:.4f} {spread}; "
+          f"total {results['wall_seconds']['total']:.0f} s; results in {path}")
     return 0
 
 

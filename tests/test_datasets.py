@@ -273,6 +273,7 @@ def test_task_files_give_back_tokenizer_and_label_names(tmp_path):
 # --- The command line ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_imports_files_and_searches_the_dataset(tmp_path, capsys):
     train = _write(tmp_path / "t.tsv", "text\tlabel\n" + "".join(f"w{i % 5} x\t{i % 2}\n" for i in range(40)))
     assert main(["data", "import", "--name", "toy", "--data-dir", str(tmp_path / "tfds"), "--train", train,
@@ -282,7 +283,8 @@ def test_cli_imports_files_and_searches_the_dataset(tmp_path, capsys):
                                                                     "widths": [16], "heads": [1]}}))
     run = tmp_path / "run"
     assert main(["search", "--dataset", "toy", "--data-dir", str(tmp_path / "tfds"), "--config", config,
-                 "--out", str(run), "--children", "2", "--batch", "2", "--population", "2", "--sample-size", "2",
+                 "--out", str(run), "--children", "2", "--children-per-generation", "2", "--population", "2",
+                 "--sample-size", "2",
                  "--steps", "2", "--min-frequency", "1", "--quiet"]) == 0
     tokenizer, names = data.read_task_files(run)
     assert names == ("0", "1") and {"w0", "x"} < set(tokenizer.vocab)
@@ -296,7 +298,8 @@ def test_cli_reports_bad_input_and_missing_data_without_traceback(tmp_path, caps
     assert main(["search", "--dataset", "glue/sst2", "--data-dir", str(tmp_path), "--quiet",
                  "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("evonas search: dataset 'glue/sst2' is not prepared") and "Traceback" not in err
+    assert err.startswith("evonas search: error: dataset 'glue/sst2' is not prepared") and "Traceback" not in err
+    assert not (tmp_path / "run").exists(), "nothing is written before the data loads"
 
 
 # --- The shared real datasets -------------------------------------------------------------------
@@ -309,6 +312,7 @@ def _shared(*parts) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_mr_imports_fully_with_cp1252(tmp_path):
     negative, positive = _shared("mr", "rt-polarity.neg"), _shared("mr", "rt-polarity.pos")
     with pytest.raises(DatasetError, match=r"rt-polarity.neg, line \d+: .*--encoding"):
@@ -322,6 +326,7 @@ def test_mr_imports_fully_with_cp1252(tmp_path):
     assert (len(task.train), len(task.validation), len(task.test)) == (8636, 960, 1066)
 
 
+@pytest.mark.slow
 def test_sst2_imports_with_dev_as_test(tmp_path):
     train, dev = _shared("sst2", "train.tsv"), _shared("sst2", "dev.tsv")
     path = import_files("sst2", tmp_path, {"train": [str(train)], "test": [str(dev)]}, file_format="tsv",

@@ -22,6 +22,8 @@ from evonas.sharding import balanced_order
 from evonas.space import text_classifier_space
 from evonas.supernet import PopulationModel
 
+pytestmark = pytest.mark.slow  # every test runs searches in their own processes
+
 SPACE = {"max_blocks": 2, "ops": ["identity", "attention", "conv3"], "activations": ["relu", "tanh"], "norms": ["none"],
          "widths": [16], "heads": [1, 2], "ffn_expansions": [1], "dropouts": [0.0, 0.1], "positionals": ["none"],
          "poolings": ["mean", "last"], "learning_rates": [0.001, 0.01], "weight_decays": [0.0], "optimizers": ["adamw"]}

@@ -36,6 +36,7 @@ needs_shared_data = pytest.mark.skipif(
 )
 
 
+@pytest.mark.slow
 @needs_shared_data
 def test_sst2_smoke_run_writes_accuracy_over_three_seeds_and_the_commands(tmp_path):
     results_path = tmp_path / "results.json"
@@ -69,6 +70,7 @@ def test_unknown_config_is_a_clear_error(tmp_path, capsys):
     assert "unknown config 'nonexistent'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_evolution_vs_random_compares_both_strategies_per_seed(tmp_path):
     overrides = {"num_children": 4, "children_per_generation": 2, "population_size": 2, "sample_size": 2, "steps": 5,
                  "steps_per_call": 5, "space": {"max_blocks": 1, "ops": ["identity", "conv3"], "widths": [16]},
@@ -107,6 +109,7 @@ def test_executed_flops_follow_the_branches_a_genome_takes():
     assert executed == 4 * (4 * block + 3 * head)  # batch 4: forward, recompute, two backward matmuls; head: 3
 
 
+@pytest.mark.slow
 def test_population_benchmark_quick_run_reports_every_method(tmp_path, monkeypatch):
     """The smoke run writes the JSON shape other scripts read; the run from the persistent compilation cache
     trains exactly as the fresh compilation does."""
@@ -131,6 +134,7 @@ def test_population_benchmark_quick_run_reports_every_method(tmp_path, monkeypat
     assert row["evonas"]["compilations"] == 2 and row["natural_loop"]["compilations"] == 3
 
 
+@pytest.mark.slow
 def test_torch_peer_has_the_parameters_of_each_standalone_model_and_trains(monkeypatch):
     """The benchmark's PyTorch peer builds the same layers as `TextClassifier` (recurrences aside, whose biases
     differ by design), so it does the same matmuls."""

@@ -90,12 +90,14 @@ def mismatched_members(members, rtol=1e-4, atol=1e-6):
     return bad
 
 
+@pytest.mark.slow
 def test_population_step_matches_standalone_models(setting):
     assert len(setting) >= 30
     assert {block.op for m in setting for block in m["arch"].blocks} == set(OPS)
     assert mismatched_members(setting) == []
 
 
+@pytest.mark.slow
 def test_equivalence_check_catches_one_wrong_member(setting):
     victim = dict(setting[7])
     victim["used_grads"] = jax.tree.map(lambda g: g * 1.001, victim["used_grads"])
@@ -104,6 +106,7 @@ def test_equivalence_check_catches_one_wrong_member(setting):
     assert mismatched_members(setting[:3] + [victim] + setting[4:]) == [3]
 
 
+@pytest.mark.slow
 def test_unused_stored_parameters_get_no_gradient(setting):
     for m in setting:
         total = sum(float(jnp.abs(g).sum()) for g in jax.tree.leaves(m["grads"]))
@@ -128,6 +131,7 @@ def test_standalone_model_has_exact_size_and_counts_flops():
     assert forward_flops(arch, 32, 10) == (8 * 32 * 64 * 64 + 4 * 32 * 32 * 64) + 2 * 32 * 5 * 64 * 64 + 2 * 64 * 10
 
 
+@pytest.mark.slow
 def test_padding_does_not_change_a_models_output():
     space = text_classifier_space(max_blocks=3)
     genomes = np.asarray(diverse_genomes(space, len(OPS), jax.random.key(5)))
@@ -176,6 +180,7 @@ def test_population_model_rejects_blocks_with_different_choices():
         PopulationModel(SearchSpace(tuple(genes)), vocab_size=16, max_length=8, num_classes=2)
 
 
+@pytest.mark.slow
 def test_population_init_draws_each_member_like_its_standalone_init(references):
     """Same constants, and every random array (500+ entries) with the standalone init's spread within 15%."""
     for m in references["members"]:
@@ -202,6 +207,7 @@ def test_state_shapes_are_what_init_returns():
     assert [(a.shape, a.dtype) for a in jax.tree.leaves(derived)] == [(a.shape, a.dtype) for a in jax.tree.leaves(traced)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form,own_keys", [("member", False), ("grouped", False), ("grouped", True)])
 def test_population_training_matches_each_standalone_model_trained_alone(form, own_keys):
     """A few train steps of members with each optimizer (one shared optimizer state) against optax on the
@@ -260,6 +266,7 @@ def assert_same_trained(member, path, mine, reference):
     np.testing.assert_allclose(mine, reference, rtol=1e-3, atol=1e-5, err_msg=f"{member} {name}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ["member", "grouped"])
 def test_bfloat16_compute_stays_close_to_float32(form):
     """bfloat16 forward and backward from float32 weights (what "auto" runs on GPUs and TPUs): losses within 2%

@@ -16,6 +16,8 @@ import pytest
 
 from evonas.cli import main
 
+pytestmark = pytest.mark.slow  # every test runs searches in their own processes
+
 # Two choices only where evolution needs something to vary: the programs compile in seconds.
 TINY_SPACE = {"max_blocks": 2, "ops": ["identity", "conv3"], "activations": ["relu"], "norms": ["none"], "widths": [16],
               "heads": [1], "ffn_expansions": [1], "dropouts": [0.0], "positionals": ["none"], "poolings": ["mean"],

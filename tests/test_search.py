@@ -5,6 +5,7 @@ import json
 import pytest
 
 from evonas.cli import main
+from evonas.errors import ConfigError
 from evonas.search import SearchConfig, load_task, run_search
 
 SMALL_SPACE = {"max_blocks": 2, "ops": ("identity", "attention", "conv3", "gru"), "widths": (16, 32), "heads": (1, 2)}
@@ -23,6 +24,7 @@ def run_dir(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_run_directory_holds_history_config_and_summary(run_dir):
     history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
     assert len(history) == 8
@@ -41,29 +43,31 @@ def test_run_directory_holds_history_config_and_summary(run_dir):
     assert SearchConfig.from_dict(config["config"]).num_children == 8
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_history_whatever_the_memory_budget(run_dir, tmp_path):
     summary = run_search(small_config(memory_budget_gb=1e-6), tmp_path, progress=False)  # one member at a time
     assert (tmp_path / "history.jsonl").read_bytes() == (run_dir / "history.jsonl").read_bytes()
     assert summary["compilations"] == 3
 
 
+@pytest.mark.slow
 def test_compilations_do_not_grow_with_children(run_dir, tmp_path):
     summary = run_search(small_config(num_children=16), tmp_path, progress=False)
     assert summary["compilations"] == json.loads((run_dir / "summary.json").read_text())["compilations"] == 3
 
 
 def test_bad_settings_raise_clear_errors():
-    with pytest.raises(ValueError, match="multiple of children per generation"):
+    with pytest.raises(ConfigError, match=r"--children \(10\) must be a multiple of --children-per-generation \(4\)"):
         small_config(num_children=10)
-    with pytest.raises(ValueError, match="unknown strategy"):
+    with pytest.raises(ConfigError, match="--strategy must be one of 'evolution', 'random', got 'annealing'"):
         small_config(strategy="annealing")
-    with pytest.raises(ValueError, match=r"unknown config keys \['populaton'\]"):
+    with pytest.raises(ConfigError, match=r"unknown config keys \['populaton'\]"):
         SearchConfig.from_dict({"populaton": 3})
-    with pytest.raises(ValueError, match="memory_budget_gb must be positive"):
+    with pytest.raises(ConfigError, match="--memory-budget-gb must be a number above 0"):
         small_config(memory_budget_gb=0)
-    with pytest.raises(ValueError, match=r"unknown listops options \['depth'\]"):
+    with pytest.raises(ConfigError, match=r"unknown listops options \['depth'\]"):
         small_config(listops={"depth": 3})
-    with pytest.raises(ValueError, match="compute_dtype must be one of"):
+    with pytest.raises(ConfigError, match="--compute-dtype must be one of 'auto', 'float32', 'bfloat16'"):
         small_config(compute_dtype="float16")
 
 
@@ -72,10 +76,12 @@ def test_listops_options_shape_the_built_in_task():
     assert task.max_length == 20 and [len(task.train), len(task.validation), len(task.test)] == [40, 10, 10]
 
 
+@pytest.mark.slow
 def test_cli_search_prints_best_architecture(tmp_path, capsys):
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"space": SMALL_SPACE, "steps": 5}))
-    code = main(["search", "--out", str(tmp_path / "run"), "--config", str(config), "--children", "4", "--batch", "4",
+    code = main(["search", "--out", str(tmp_path / "run"), "--config", str(config), "--children", "4",
+                 "--children-per-generation", "4",
                  "--population", "4", "--sample-size", "2", "--steps", "2", "--strategy", "random", "--quiet"])
     assert code == 0
     out = capsys.readouterr().out
@@ -86,9 +92,9 @@ def test_cli_search_prints_best_architecture(tmp_path, capsys):
 
 
 def test_cli_rejects_bad_arguments_with_a_message(tmp_path, capsys):
-    assert main(["search", "--out", str(tmp_path), "--children", "5", "--batch", "2"]) == 2
-    assert "multiple of children per generation" in capsys.readouterr().err
+    assert main(["search", "--out", str(tmp_path), "--children", "5", "--children-per-generation", "2"]) == 2
+    assert "--children (5) must be a multiple of --children-per-generation (2)" in capsys.readouterr().err
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"popsize": 3}))
     assert main(["search", "--out", str(tmp_path), "--config", str(config)]) == 2
-    assert "unknown config keys ['popsize']" in capsys.readouterr().err
+    assert f"--config {config}: unknown config keys ['popsize']" in capsys.readouterr().err

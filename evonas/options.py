@@ -1,0 +1,311 @@
+"""Every option of a search, declared once: its type, allowed values, help and command-line flag.
+
+`SearchConfig` is a dataclass whose fields are made by `option(...)`. From those declarations come the
+flags of `evonas search` (`add_arguments`), the checks of a `--config` file (`read_config_file`) and the
+checks of every `SearchConfig`, however it was made (`__post_init__`). A bad value is a `ConfigError`
+naming the option (or the file and key) and what is allowed.
+"""
+
+import dataclasses
+import inspect
+import json
+import math
+from pathlib import Path
+from typing import Any, ClassVar
+
+from evonas.errors import ConfigError, InputError, SpaceError
+from evonas.member import COMPUTE_DTYPES, FORMS, TrainConfig
+from evonas.strategies import STRATEGIES
+from evonas.text import KINDS as TOKENIZERS
+
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "a JSON object"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """What a `SearchConfig` field accepts, and how the command line spells it."""
+
+    kind: type  # bool, int, float, str or dict
+    help: str
+    flag: str | None  # e.g. "--population"; None: only a --config file sets it
+    group: str  # the argument group of `evonas search --help`
+    low: float | None = None  # smallest allowed value (inclusive)
+    high: float | None = None  # largest allowed value (inclusive)
+    above: float | None = None  # values must exceed it (exclusive)
+    choices: tuple[str, ...] | None = None
+    nullable: bool = False  # None (JSON null) is allowed and means "the default behaviour" of the help
+    deprecated_flags: tuple[str, ...] = ()  # old spellings: accepted with a warning
+
+    def allowed(self) -> str:
+        """What the option accepts, in words: "an integer of at least 1", "one of 'word', 'byte'"."""
+        if self.choices is not None:
+            text = "one of " + ", ".join(repr(c) for c in self.choices)
+        else:
+            text = _TYPE_NAMES[self.kind]
+            low, high, above = (None if v is None else _number(v, self.kind) for v in (self.low, self.high, self.above))
+            if low and high:
+                text += f" from {low} to {high}"
+            elif above:
+                text += f" above {above}" + (f" and at most {high}" if high else "")
+            elif low or high:
+                text += f" of at least {low}" if low else f" of at most {high}"
+        return text + (" (or null)" if self.nullable else "")
+
+    def check(self, value: Any, where: str) -> Any:
+        """`value` if allowed (an int given for a float becomes a float); else a ConfigError naming `where`."""
+        if value is None and self.nullable:
+            return value
+        if not _is_kind(value, self.kind) or self.choices is not None and value not in self.choices:
+            raise ConfigError(f"{where} must be {self.allowed()}, got {_shown(value)}")
+        if self.kind is float:
+            value = float(value)
+            if not math.isfinite(value):
+                raise ConfigError(f"{where} must be {self.allowed()}, got {_shown(value)}")
+        if (self.low is not None and value < self.low or self.high is not None and value > self.high
+                or self.above is not None and value <= self.above):
+            raise ConfigError(f"{where} must be {self.allowed()}, got {_shown(value)}")
+        return value
+
+
+def _number(value: float, kind: type) -> str:
+    return f"{int(value):,}" if kind is int else f"{value:g}"
+
+
+def _is_kind(value: Any, kind: type) -> bool:
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, (dict, list, bool)) or value is None else repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def option(default: Any, help: str, *, kind: type | None = None, flag: str | None | bool = True,
+           group: str = "search", **allowed: Any) -> Any:
+    """A `SearchConfig` field and its `Option`. `flag=True` derives the flag from the field's name
+    (`vocab_size` -> `--vocab-size`); `flag=None` makes it a config-file key only."""
+    kind = kind or type(default)
+    declared = {"kind": kind, "help": help, "flag": flag, "group": group, "nullable": default is None, **allowed}
+    if isinstance(default, dict):
+        return dataclasses.field(default_factory=lambda: json.loads(json.dumps(default)), metadata={"option": declared})
+    return dataclasses.field(default=default, metadata={"option": declared})
+
+
+def _finish_options(cls):
+    """Replaces each field's declared dict by its `Option`, with the flag a `True` asked for."""
+    for field in dataclasses.fields(cls):
+        declared = dict(field.metadata["option"])
+        if declared["flag"] is True:
+            declared["flag"] = "--" + field.name.replace("_", "-")
+        cls.OPTIONS[field.name] = Option(**declared)
+    return cls
+
+
+@_finish_options
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    """Everything a run depends on; `config.json` holds it, so a run can be repeated exactly."""
+
+    OPTIONS: ClassVar[dict[str, Option]] = {}  # field name -> Option, filled from the declarations below
+
+    seed: int = option(0, "the search's seed", low=0, high=2**32 - 1)
+    strategy: str = option("evolution", "how children are bred: aging evolution, or uniform random genomes "
+                           "(the baseline)", choices=tuple(STRATEGIES))
+    # Many short-trained children beat a few long-trained ones: evolution needs generations to select over
+    # (experiments/README.md, "Evolution against random search"). About a minute on a quiet 2-core CPU.
+    population_size: int = option(16, "population size P: members alive at once; the first P children are "
+                                  "random", flag="--population", low=1, high=2**20)
+    sample_size: int = option(4, "tournament size S: the fittest of S random members is a parent", low=1)
+    num_children: int = option(96, "children evaluated in total, a multiple of --children-per-generation",
+                               flag="--children", low=1, high=2**24)
+    children_per_generation: int = option(8, "children bred from the same population and trained together per "
+                                          "generation; 1 is classic regularized evolution", low=1, high=2**20,
+                                          deprecated_flags=("--batch",))
+    steps: int = option(150, "training steps per child", low=1, high=10**7)
+    mutation_rate: float = option(0.1, "per-gene probability of a re-drawn gene (at least one changes)", low=0, high=1)
+    crossover_rate: float = option(0.5, "probability that a child is the crossover of two parents", low=0, high=1)
+    batch_size: int = option(32, "training examples per step (the minibatch size)", low=1, high=2**16)
+    steps_per_call: int = option(25, "training steps fused into one compiled call", flag=None, low=1, high=10**7)
+    population_form: str = option(
+        "auto", "how a generation's members share the devices: 'member', one after another (best on CPUs); "
+        "'grouped', side by side, grouped by the op each block runs (GPUs, TPUs); 'auto' picks by platform",
+        choices=FORMS)
+    compute_dtype: str = option("auto", "dtype of the forward and backward passes; 'auto' is bfloat16 on GPUs and "
+                                "TPUs, float32 on CPUs; weights and optimizer stay float32", choices=COMPUTE_DTYPES)
+    memory_budget_gb: float | None = option(None, "memory for the members trained at once; more members are trained "
+                                            "in chunks (default: half the RAM, or of the devices' memory)",
+                                            kind=float, above=0)
+    task: str = option("listops", "the built-in task, used when no dataset is given", flag=None, choices=("listops",))
+    task_seed: int = option(0, "seed of the task's data, the same across search seeds", flag=None, low=0,
+                            high=2**32 - 1)
+    # Keyword arguments of data.listops_task. Depth 2 with 2 arguments (at most 10 tokens) is learnable in
+    # 150 steps, yet order matters (experiments/README.md: order-blind models reach .43, attention or recurrence .59).
+    listops: dict[str, Any] = option({"max_depth": 2, "max_args": 2, "max_length": 12},  # noqa: RUF009 - a factory
+                                     "keyword arguments of evonas.data.listops_task", flag=None)
+    dataset: str | None = option(None, "TFDS name, e.g. glue/sst2, or the name given to `evonas data import`",
+                                 kind=str, group="real text")
+    data_dir: str | None = option(None, "where the dataset is prepared (default: tensorflow-datasets' default, "
+                                  "~/tensorflow_datasets or $TFDS_DATA_DIR)", kind=str, group="real text")
+    text_feature: str | None = option(None, "text feature (default: found from the dataset's metadata)", kind=str,
+                                      group="real text")
+    label_feature: str | None = option(None, "ClassLabel feature (default: found from the dataset's metadata)",
+                                       kind=str, group="real text")
+    tokenizer: str = option("word", "'word': vocabulary from train; 'byte': UTF-8 bytes", choices=TOKENIZERS,
+                            group="real text")
+    vocab_size: int = option(20_000, "word ids at most, <pad> and <unk> included", low=3, high=2**24,
+                             group="real text")
+    min_frequency: int = option(2, "rarer training words become <unk>", low=1, group="real text")
+    max_length: int | None = option(None, "tokens per text (default: enough for --length-percentile)", kind=int,
+                                    low=1, high=2**16, group="real text")
+    length_percentile: float = option(99.0, "percentile of training lengths that --max-length covers", above=0,
+                                      high=100, group="real text")
+    lowercase: bool = option(False, "lower-case text before tokenizing", group="real text")
+    # Keyword overrides of text_classifier_space. The default narrows width and depth so that the
+    # default search compiles and trains on a 2-core CPU in minutes; `{}` searches the whole space.
+    space: dict[str, Any] = option({"widths": [32, 64], "max_blocks": 3},  # noqa: RUF009 - a default_factory
+                                   "keyword overrides of evonas.space.text_classifier_space", flag=None)
+
+    def __post_init__(self):
+        for name, spec in self.OPTIONS.items():
+            object.__setattr__(self, name, spec.check(getattr(self, name), describe(name)))
+        _check_keywords(self.listops, _listops_keywords(), "listops")
+        self.search_space()  # the space's own checks
+        self._check_sizes()
+
+    def _check_sizes(self) -> None:
+        """The checks that relate options to each other, naming every option involved."""
+        per_generation = self.children_per_generation
+        if self.num_children % per_generation:
+            raise ConfigError(f"{describe('num_children')} ({self.num_children}) must be a multiple of "
+                              f"{describe('children_per_generation')} ({per_generation})")
+        if per_generation > self.population_size:
+            raise ConfigError(f"{describe('children_per_generation')} ({per_generation}) must be at most "
+                              f"{describe('population_size')} ({self.population_size}): otherwise one generation "
+                              "would replace its own children")
+        if self.strategy == "evolution" and self.sample_size > self.population_size:
+            raise ConfigError(f"{describe('sample_size')} ({self.sample_size}) must be at most "
+                              f"{describe('population_size')} ({self.population_size})")
+        if self.strategy == "evolution" and self.search_space().size == 1:
+            raise ConfigError("the config's 'space' has a single genome, so evolution cannot change one; "
+                              "give some gene two or more choices")
+
+    def search_space(self):
+        """The `SearchSpace` that `space` declares."""
+        from evonas.space import text_classifier_space
+
+        known = set(inspect.signature(text_classifier_space).parameters)
+        if unknown := sorted(set(self.space) - known):
+            raise ConfigError(f"unknown space options {unknown} in config key 'space'; known are {sorted(known)}")
+        try:
+            return text_classifier_space(**self.space)
+        except SpaceError as error:
+            raise SpaceError(f"config key 'space': {error}") from None
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str | None = None) -> "SearchConfig":
+        """A config from `values` (e.g. a config file's object, which `source` names in errors)."""
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source or 'a config'} must hold a JSON object of config keys, got {_shown(values)}")
+        if unknown := sorted(set(values) - set(cls.OPTIONS)):
+            raise ConfigError(f"{source + ': ' if source else ''}unknown config keys {unknown}; known keys are "
+                              f"{sorted(cls.OPTIONS)}")
+        if source:
+            values = {name: cls.OPTIONS[name].check(value, f"{source}: {name}") for name, value in values.items()}
+        return cls(**values)
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(
+            batch_size=self.batch_size,
+            steps_per_call=math.gcd(self.steps, self.steps_per_call),
+            form=self.population_form,
+            compute_dtype=self.compute_dtype,
+        )
+
+
+def describe(name: str) -> str:
+    """How an error names an option: its flag, or its config key if it has none."""
+    flag = SearchConfig.OPTIONS[name].flag
+    return flag if flag else f"config key {name!r}"
+
+
+def _listops_keywords() -> set[str]:
+    from evonas.data import listops_task
+
+    return set(inspect.signature(listops_task).parameters) - {"seed"}  # task_seed sets it
+
+
+def _check_keywords(values: dict[str, Any], known: set[str], key: str) -> None:
+    if unknown := sorted(set(values) - known):
+        raise ConfigError(f"unknown {key} options {unknown} in config key {key!r}; known are {sorted(known)}")
+    for name, value in values.items():
+        if not _is_kind(value, int) or not 1 <= value <= 10**6:  # a bound on typos: larger tasks take minutes
+            raise ConfigError(f"config key {key!r}: {name} must be an integer from 1 to 1,000,000, got {_shown(value)}")
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The checked values of a `--config` JSON file: known keys, each of its declared type and range."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"--config {path}: cannot read it ({getattr(error, 'strerror', None) or error})") from None
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InputError(f"--config {path}: not valid JSON: {error.msg} at line {error.lineno}, column "
+                         f"{error.colno}") from None
+    if not isinstance(values, dict):
+        raise InputError(f"--config {path} must hold a JSON object of config keys, got {_shown(values)}")
+    if unknown := sorted(set(values) - set(SearchConfig.OPTIONS)):
+        raise ConfigError(f"--config {path}: unknown config keys {unknown}; known keys are "
+                          f"{sorted(SearchConfig.OPTIONS)}")
+    return {name: SearchConfig.OPTIONS[name].check(value, f"--config {path}: {name}") for name, value in values.items()}
+
+
+_METAVARS = {int: "N", float: "X"}
+
+
+def add_arguments(parser) -> None:
+    """The flags of every option that has one, in argument groups, with each default in its help."""
+    groups = {"search": parser, "real text": parser.add_argument_group(
+        "real text", "a prepared tensorflow-datasets dataset instead of ListOps")}
+    defaults = SearchConfig.__dataclass_fields__
+    for name, spec in SearchConfig.OPTIONS.items():
+        if not spec.flag:
+            continue
+        field = defaults[name]
+        default = field.default if field.default is not dataclasses.MISSING else None
+        help_text = spec.help + ("" if default is None or spec.kind is bool else f" (default {default})")
+        group = groups[spec.group]
+        if spec.kind is bool:
+            group.add_argument(spec.flag, dest=name, action="store_const", const=True, help=help_text)
+        else:
+            group.add_argument(spec.flag, dest=name, type=spec.kind if spec.choices is None else str,
+                               choices=spec.choices, metavar=None if spec.choices else _METAVARS.get(spec.kind, name.split("_")[-1].upper()),
+                               help=help_text)
+        for old in spec.deprecated_flags:
+            group.add_argument(old, dest=name, type=spec.kind, action=_deprecated(old, spec.flag), metavar="N",
+                               help=f"deprecated spelling of {spec.flag}")
+
+
+def _deprecated(old: str, new: str):
+    import argparse
+    import sys
+
+    class Deprecated(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            print(f"evonas: warning: {old} is deprecated; it means {new}, not the minibatch size (--batch-size)",
+                  file=sys.stderr)
+            setattr(namespace, self.dest, values)
+
+    return Deprecated
+
+
+def command_line_values(args) -> dict[str, Any]:
+    """The options given on the command line (argparse namespace), checked, by field name."""
+    return {name: spec.check(getattr(args, name), spec.flag) for name, spec in SearchConfig.OPTIONS.items()
+            if spec.flag and getattr(args, name, None) is not None}

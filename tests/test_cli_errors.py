@@ -1,0 +1,184 @@
+"""Bad input of every command: one line on stderr naming the option or file, exit status 2, no traceback,
+nothing written, and no training or compiling before the error."""
+
+import dataclasses
+import json
+
+import pytest
+
+from evonas import data
+from evonas.cli import main
+from evonas.options import SearchConfig
+from evonas.population import Population
+
+TINY_SPACE = {"max_blocks": 1, "ops": ["identity", "conv3"], "widths": [16], "heads": [1]}
+
+
+def finished_run(path):
+    """A run directory as a finished search leaves it (its history made up: no test here trains)."""
+    path.mkdir()
+    config = SearchConfig(num_children=2, children_per_generation=2, population_size=2, sample_size=2, space=TINY_SPACE,
+                          listops={"num_train": 20, "num_validation": 5, "num_test": 5, "max_length": 12})
+    space = config.search_space()
+    (path / "config.json").write_text(json.dumps({"config": dataclasses.asdict(config), "space": space.to_json()}))
+    data.write_task_files(data.listops_task(**config.listops), path)
+    records = [{"id": i, "generation": 0, "genome": [0] * space.num_genes, "parents": [], "fitness": 0.5,
+                "val_accuracy": 0.5, "diverged": False} for i in range(2)]
+    (path / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (path / "checkpoints" / "1").mkdir(parents=True)
+    (path / "summary.json").write_text("{}")
+    return path
+
+
+@pytest.fixture
+def place(tmp_path, monkeypatch):
+    """A working directory with a finished run, a non-empty directory, files of every kind; training forbidden."""
+    monkeypatch.chdir(tmp_path)
+    finished_run(tmp_path / "run")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("keep me")
+    (tmp_path / "file.txt").write_text("a file\n")
+    (tmp_path / "bad.json").write_text('{"steps": 5,}')
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "empty.tsv").write_text("")
+    (tmp_path / "t.tsv").write_text("text\tlabel\n" + "".join(f"w{i} x\t{i % 2}\n" for i in range(10)))
+    (tmp_path / "model").mkdir()
+    for name in ("genome.json", "model.json", "tokenizer.json", "params"):
+        (tmp_path / "model" / name).write_text("not json")
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("bad input must be rejected before anything trains or compiles")
+
+    monkeypatch.setattr(Population, "fit", no_training)
+    return tmp_path
+
+
+def config_file(tmp_path, values) -> str:
+    path = tmp_path / "config_under_test.json"
+    path.write_text(json.dumps(values))
+    return str(path)
+
+
+# (arguments, what the one line must contain); "{config}" is replaced by a config file holding the dict given.
+SEARCH = [
+    (["--children-per-generation", "0"], "--children-per-generation must be an integer from 1"),
+    (["--population", "4"], "--children-per-generation (8) must be at most --population (4)"),
+    (["--mutation-rate", "1.5"], "--mutation-rate must be a number from 0 to 1, got 1.5"),
+    (["--crossover-rate", "-0.1"], "--crossover-rate must be a number from 0 to 1"),
+    (["--vocab-size", "1"], "--vocab-size must be an integer from 3"),
+    (["--steps", "0"], "--steps must be an integer from 1"),
+    (["--steps", "ten"], "argument --steps: invalid int value: 'ten'"),
+    (["--seed", "-1"], "--seed must be an integer from 0"),
+    (["--sample-size", "20"], "--sample-size (20) must be at most --population (16)"),
+    (["--children", "10"], "--children (10) must be a multiple of --children-per-generation (8)"),
+    (["--batch-size", "0"], "--batch-size must be an integer from 1"),
+    (["--memory-budget-gb", "0"], "--memory-budget-gb must be a number above 0"),
+    (["--length-percentile", "101"], "--length-percentile must be a number above 0 and at most 100"),
+    (["--max-length", "0"], "--max-length must be an integer from 1"),
+    (["--min-frequency", "0"], "--min-frequency must be an integer of at least 1"),
+    (["--population-form", "sideways"], "argument --population-form: invalid choice: 'sideways'"),
+    (["--compute-dtype", "float16"], "argument --compute-dtype: invalid choice: 'float16'"),
+    (["--strategy", "annealing"], "argument --strategy: invalid choice: 'annealing'"),
+    (["--tokenizer", "char"], "argument --tokenizer: invalid choice: 'char'"),
+    (["--frobnicate"], "unrecognized arguments: --frobnicate"),
+    (["--pop", "4"], "unrecognized arguments: --pop"),
+    (["--out", "file.txt"], "--out file.txt is a file"),
+    (["--out", "file.txt/run"], "file.txt is a file, not a directory"),
+    (["--out", "run"], "--out run holds a finished search run"),
+    (["--out", ""], "--out is empty; name a directory"),
+    (["--out", "notes"], "--out notes holds files"),
+    (["--resume", "missing"], "missing/config.json does not exist"),
+    (["--resume", "run", "--overwrite"], "--overwrite replaces a run and --resume continues one"),
+    (["--config", "missing.json"], "--config missing.json: cannot read it"),
+    (["--config", "bad.json"], "--config bad.json: not valid JSON"),
+    (["--config", "list.json"], "--config list.json must hold a JSON object"),
+    (["--config", {"populaton": 3}], "unknown config keys ['populaton']"),
+    (["--config", {"steps": "many"}], ": steps must be an integer from 1"),
+    (["--config", {"space": {"widths": [33]}}], "space option widths must be a list of even integers"),
+    (["--config", {"space": {"depth": 3}}], "unknown space options ['depth']"),
+    (["--config", {"space": {"widths": [64], "heads": [3]}}], "width 64 is not divisible by 3 attention heads"),
+    (["--config", {"listops": {"max_depth": 0}}], "'listops': max_depth must be an integer from 1 to 1,000,000"),
+    (["--config", {"task": "sorting"}], "task must be one of 'listops'"),
+    (["--coordinator", "nowhere"], "--coordinator must be HOST:PORT"),
+    (["--coordinator", "127.0.0.1:1234", "--num-processes", "2", "--process-id", "2"], "--process-id must be from 0"),
+]
+RETRAIN = [
+    (["missing"], "RUN_DIR missing is not a search run directory"),
+    (["file.txt"], "RUN_DIR file.txt is not a search run directory"),
+    (["notes"], "RUN_DIR notes is not a search run directory"),
+    (["run", "--top-k", "0"], "--top-k must be at least 1"),
+    (["run", "--seeds", "0"], "--seeds must be at least 1"),
+    (["run", "--steps", "0"], "--steps must be at least 1"),
+    (["run", "--top-k", "9"], "--top-k 9 asked, but the run has only 1 distinct genomes"),
+    (["run", "--seeds", "three"], "argument --seeds: invalid int value"),
+]
+PREDICT = [
+    (["missing"], "MODEL_DIR"),
+    (["notes"], "is not an exported model: missing genome.json"),
+    (["model"], "genome.json is not valid JSON"),
+]
+DATA_IMPORT = [
+    (["--data-dir", "d", "--train", "t.tsv", "--format", "tsv"], "the following arguments are required: --name"),
+    (["--name", "toy", "--data-dir", "d", "--train", "t.tsv", "--format", "xml"], "argument --format: invalid choice"),
+    (["--name", "toy", "--data-dir", "file.txt", "--train", "t.tsv", "--format", "tsv", "--text-column", "text",
+      "--label-column", "label"], "--data-dir file.txt: "),
+    (["--name", "toy", "--data-dir", "d", "--train", "notes", "--format", "tsv", "--text-column", "text",
+      "--label-column", "label"], "cannot read notes: Is a directory"),
+    (["--name", "toy", "--data-dir", "d", "--train", "gone.tsv", "--format", "tsv", "--text-column", "text",
+      "--label-column", "label"], "cannot read gone.tsv"),
+    (["--name", "Toy", "--data-dir", "d", "--train", "t.tsv", "--format", "tsv", "--text-column", "text",
+      "--label-column", "label"], "dataset name 'Toy' must be snake_case"),
+    (["--name", "toy", "--data-dir", "d", "--train", "t.tsv", "--format", "tsv", "--text-column", "text",
+      "--label-column", "label", "--encoding", "nope"], "unknown encoding 'nope'"),
+    (["--name", "toy", "--data-dir", "d", "--train", "t.tsv", "--format", "lines"], "the lines format takes LABEL=FILE"),
+    (["--name", "toy", "--data-dir", "d", "--train", "t.tsv", "--format", "tsv"], "needs a text column and a label"),
+    (["--name", "toy", "--data-dir", "d", "--train", "empty.tsv", "--format", "tsv", "--text-column", "text",
+      "--label-column", "label"], "empty.tsv is empty"),
+    (["--name", "toy", "--data-dir", "d", "--train", "t.tsv", "--format", "tsv", "--text-column", "body",
+      "--label-column", "label"], "t.tsv has no column 'body'"),
+]
+CASES = ([("search", args, expected) for args, expected in SEARCH] + [("retrain", a, e) for a, e in RETRAIN]
+         + [("predict", a, e) for a, e in PREDICT] + [("data import", a, e) for a, e in DATA_IMPORT])
+
+
+def snapshot(directory):
+    return {str(p.relative_to(directory)): p.read_bytes() if p.is_file() else None for p in directory.rglob("*")}
+
+
+@pytest.mark.parametrize(("command", "args", "expected"), CASES, ids=[f"{c} {' '.join(map(str, a))}"[:70]
+                                                                      for c, a, _ in CASES])
+def test_bad_input_gets_one_line_naming_it_and_writes_nothing(place, capsys, command, args, expected):
+    args = [config_file(place, arg) if isinstance(arg, dict) else arg for arg in args]
+    before = snapshot(place)
+    assert main([*command.split(), *args]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"evonas {command}: error: "), captured.err
+    assert expected in lines[0]
+    assert captured.out == ""
+    assert snapshot(place) == before, "bad input wrote something"
+
+
+def test_there_are_at_least_30_bad_inputs_across_the_commands():
+    assert len(CASES) >= 30 and {c for c, _, _ in CASES} == {"search", "retrain", "predict", "data import"}
+
+
+def test_deprecated_batch_warns_and_still_means_children_per_generation(place, capsys):
+    assert main(["search", "--batch", "3", "--children", "10"]) == 2
+    warning, error = capsys.readouterr().err.splitlines()
+    assert "--batch is deprecated" in warning and "--children-per-generation" in warning
+    assert "--children (10) must be a multiple of --children-per-generation (3)" in error
+
+
+def test_version_is_printed(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.startswith("evonas ")
+
+
+def test_retrain_of_an_unfinished_search_says_so(place, capsys):
+    (place / "run" / "summary.json").unlink()
+    assert main(["retrain", "run", "--top-k", "9"]) == 2
+    warning, error = capsys.readouterr().err.splitlines()
+    assert "holds an unfinished search (1 of 1 generations, 2 children)" in warning and "--resume" in warning
+    assert "--top-k 9" in error

@@ -1,0 +1,130 @@
+"""A user's runs are never lost: checks before writes, no silent overwrite, a clean Ctrl-C."""
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from evonas import run_dir
+from evonas.cli import main
+from evonas.errors import RunDirError
+
+# Two choices only where evolution needs something to vary: the programs compile in seconds.
+TINY_SPACE = {"max_blocks": 2, "ops": ["identity", "conv3"], "activations": ["relu"], "norms": ["none"], "widths": [16],
+              "heads": [1], "ffn_expansions": [1], "dropouts": [0.0], "positionals": ["none"], "poolings": ["mean"],
+              "learning_rates": [0.001, 0.01], "weight_decays": [0.0], "optimizers": ["adamw"]}
+CONFIG = {"space": TINY_SPACE, "num_children": 16, "children_per_generation": 2, "population_size": 4,
+          "sample_size": 2, "steps": 2, "steps_per_call": 2, "batch_size": 8}
+
+
+def snapshot(directory):
+    return {str(p.relative_to(directory)): p.read_bytes() if p.is_file() else None for p in directory.rglob("*")}
+
+
+def test_a_failure_before_the_first_checkpoint_leaves_no_directory(tmp_path):
+    out = tmp_path / "new" / "deeper" / "run"
+    with pytest.raises(KeyboardInterrupt), run_dir.created(out):
+        (out / "config.json").write_text("{}")
+        raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == [], "the run directory and the parents made for it are gone"
+
+
+def test_overwrite_replaces_whole_and_a_failed_replacement_puts_the_old_run_back(tmp_path):
+    out = tmp_path / "run"
+    (out / "retrain" / "model").mkdir(parents=True)
+    (out / "summary.json").write_text("old")
+    before = snapshot(out)
+    with pytest.raises(RuntimeError), run_dir.created(out, overwrite=True):
+        assert list(out.iterdir()) == []
+        (out / "config.json").write_text("new")
+        raise RuntimeError("the new search failed")
+    assert snapshot(out) == before and [p.name for p in tmp_path.iterdir()] == ["run"]
+
+    with run_dir.created(out, overwrite=True):
+        (out / "config.json").write_text("new")
+    assert snapshot(out) == {"config.json": b"new"}, "nothing of the old run is left beside the new one"
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+
+
+def test_an_out_holding_anything_is_refused_without_overwrite(tmp_path, monkeypatch):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(RunDirError, match="holds files; choose another directory"):
+        run_dir.check_new(tmp_path)
+    run_dir.check_new(tmp_path, overwrite=True)
+    run_dir.check_new(tmp_path / "absent")
+    (tmp_path / "empty").mkdir()
+    run_dir.check_new(tmp_path / "empty")
+    monkeypatch.chdir(tmp_path / "empty")
+    with pytest.raises(RunDirError, match="holds the current directory"):
+        run_dir.check_new(tmp_path, overwrite=True)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("jax_cache")
+    return {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(cache), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("config") / "tiny.json"
+    path.write_text(json.dumps(CONFIG))
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, env, config_file):
+    """A search that ran to its end, as its own `evonas` process."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    subprocess.run([sys.executable, "-m", "evonas.cli", "search", "--config", str(config_file), "--out", str(out),
+                    "--quiet"], env=env, check=True, capture_output=True, timeout=600)
+    return out
+
+
+@pytest.mark.slow
+def test_a_typo_on_the_out_of_a_finished_run_leaves_it_byte_identical(finished, config_file, capsys):
+    before = snapshot(finished)
+    for typo in (["--mutation-rate", "10"], ["--config", str(config_file)], ["--batch-size", "-1"], ["--seed", "1"],
+                 ["--config", str(finished / "history.jsonl")]):
+        assert main(["search", "--out", str(finished), *typo, "--quiet"]) == 2
+        assert len(capsys.readouterr().err.splitlines()) == 1
+    assert snapshot(finished) == before
+    assert main(["search", "--resume", str(finished)]) == 0, "the run is still whole"
+
+
+@pytest.mark.slow
+def test_overwrite_replaces_a_finished_run_whole(finished, config_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    subprocess.run(["cp", "-r", str(finished), str(out)], check=True)
+    (out / "retrain" / "model").mkdir(parents=True)  # an old run's export, which predict would pick up
+    assert main(["search", "--out", str(out), "--config", str(config_file), "--children", "4", "--quiet"]) == 2
+    assert "holds a finished search run" in capsys.readouterr().err
+    assert main(["search", "--out", str(out), "--config", str(config_file), "--children", "4", "--quiet",
+                 "--overwrite"]) == 0
+    assert not (out / "retrain").exists()
+    assert json.loads((out / "summary.json").read_text())["children"] == 4
+
+
+@pytest.mark.slow
+def test_ctrl_c_names_the_resume_command_which_finishes_the_run(finished, env, config_file, tmp_path):
+    out = tmp_path / "run"
+    search = subprocess.Popen([sys.executable, "-m", "evonas.cli", "search", "--config", str(config_file), "--out",
+                               str(out), "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while not (out / "checkpoints" / "1").is_dir() and search.poll() is None:
+        time.sleep(0.02)
+    search.send_signal(signal.SIGINT)
+    _, stderr = search.communicate(timeout=120)
+    assert search.returncode == 130, stderr
+    assert "Traceback" not in stderr and len(stderr.splitlines()) == 1, stderr
+    assert stderr.startswith("evonas search: interrupted after ") and " of 8 generations" in stderr
+    command = stderr.split("continue with: ")[1].strip()
+    assert command == f"evonas search --resume {shlex.quote(str(out.resolve()))}"
+
+    argv = shlex.split(command)
+    subprocess.run([sys.executable, "-m", "evonas.cli", *argv[1:], "--quiet"], env=env, check=True, timeout=600)
+    assert (out / "history.jsonl").read_bytes() == (finished / "history.jsonl").read_bytes()
