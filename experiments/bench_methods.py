@@ -1,67 +1,21 @@
-"""Benchmark: a population trained by evonas against training the same architectures one at a time.
+"""The population benchmark's methods, each run in processes of its own, and the launcher that runs them.
 
-Command:
-    python experiments/bench_population.py --out experiments/results/bench_population.json   # ~30 min
-    python experiments/bench_population.py --out /tmp/bench.json --quick   # CI smoke run, < 2 min
-    python experiments/bench_population.py --out F.json --repeats 3   # each method 3 times: ~1 h
+A method is one process (evonas: all cores, one JAX CPU device per core; the 2-thread torch peer) or one
+process per core (the loops and the torch peer, as users run trials: NNI's `trialConcurrency`, or one shell
+per core), each pinned to its core with 1 thread, the genomes split between them interleaved (worker w of
+n trains genomes w, w + n, ...). `run_method` returns what every process of a method reported, with the
+wall time from the first launch to the last exit. bench_population.py turns that into the table.
 
-On a shared machine one run of a method can be 15% slower than the next (experiments/README.md):
-`--repeats N` runs every method N times, in rounds (each round runs the methods in order, evonas with an
-empty compilation cache of its own), and reports each method's run with the median total time, with every
-run's total and steady-state figures in `runs`.
-
-The same distinct random genomes (fixed key) are trained for the same number of steps, with
-the same batch size and ListOps data (length 64, 10 classes), five ways, each in a process of
-its own (so that each one's peak memory is its own and no method warms another's caches):
-
-  evonas            `Population.init` then `Population.train` over all P members
-                    (`steps_per_call` fused steps per call, members_per_vmap=1), members split
-                    over one CPU device per core (`evonas.cpu_devices`), placed as `fit` places
-                    them (`Population.placement`): one program compiled
-                    for every genome, with JAX's persistent compilation cache empty
-                    (a user's first search over this space and shapes).
-  evonas_cached     the same again in a new process, its programs now in the persistent cache
-                    that the evonas run filled, as `evonas search` keeps one: a second search,
-                    a resumed one or another seed of an ablation. The loops get no such row:
-                    a search's new architectures are never in a cache.
-  natural_loop      what a user writes: per genome, the exact-size `TextClassifier`, eager
-                    Flax `init`, the genome's optax optimizer, one jitted train step called
-                    once per step; one genome after the other, one compilation each.
-  scan_loop         the strong loop: the same, but one jitted `lax.scan` of `steps_per_call`
-                    steps per call.
-  torch_loop        the peer, as NNI or NASLib train candidates: the same architectures in
-                    PyTorch (`torch_models.py`), eager, 2 threads, one after the other, in a
-                    process with the default allocator. Skipped (null) without torch.
-  torch_loop_same_allocator
-                    the same under evonas's allocator setting (`evonas.allocator`), given to
-                    the process as the equivalent glibc environment variables.
-
-Every JAX method imports evonas and so runs under its allocator setting (the JSON's
-`allocator`). Per config and method (`M`): `total_seconds` (first line to last step,
-compilation and initialisation included), `compile_seconds` (AOT `.lower().compile()` wall
-time, tracing included; summed over genomes for the loops; 0 for torch), `member_steps_per_second`
-(steady state: every member's steps after its first call), `useful_gflops` (steady-state
-GFLOP/s of the exact-size architectures' matmuls: 3 x forward, backward ~ 2 x forward),
-`executed_gflops` (the matmuls the program runs, recomputation included, see
-`executed_flops.py`; equal to useful for the loops), `compilations` and `peak_memory_bytes`
-(the process's peak resident set, so it includes the runtime's own ~0.3-0.5 GB;
-`memory_before_method_bytes` is the peak before the method started). The peak GFLOP/s of a
-2048^2 float32 matmul is measured at the start and the end (the larger is reported). The JSON
-also holds the load average and the md5 of every evonas module, since those change often.
+    python experiments/bench_methods.py METHOD SPEC RESULT   # one JAX process (bench_population.py starts it)
 """
 
-import argparse
 import dataclasses
-import hashlib
 import importlib.util
 import json
 import os
-import platform
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,20 +23,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from executed_flops import member_step_flops
 from peak_memory import peak_rss_bytes
 
 import evonas  # sets the allocator (evonas.allocator) before JAX allocates
 from evonas.allocator import GLIBC_ENVIRONMENT
-from evonas.data import listops_task
 from evonas.member import Split, TrainConfig, loss_fn, make_optimizer
-from evonas.models import Architecture, TextClassifier, count_params, forward_flops
+from evonas.models import Architecture, TextClassifier, count_params
 from evonas.population import Population
 from evonas.space import Gene, SearchSpace, text_classifier_space
 from evonas.supernet import PopulationModel
 
 HERE = Path(__file__).resolve().parent
-METHODS = ("evonas", "evonas_cached", "natural_loop", "scan_loop", "torch_loop", "torch_loop_same_allocator")
 OPS_WITHOUT_IDENTITY = ("attention", "conv3", "conv5", "conv7", "gated_mlp", "gru", "lstm")
 GENOME_SEED = 0  # the genomes every method trains
 INIT_SEED = 1
@@ -168,6 +119,8 @@ class Work:
     train: Split
     vocab_size: int
     num_classes: int
+    indices: np.ndarray | None = None  # each genome's index in the whole set (its init key); None: 0, 1, ...
+    compute_dtype: str = "float32"  # evonas's TrainConfig.compute_dtype
 
     @property
     def max_length(self) -> int:
@@ -179,7 +132,8 @@ def bench_evonas(work: Work) -> dict[str, Any]:
     start = time.perf_counter()
     config = work.config
     model = PopulationModel(config.space(), work.vocab_size, work.max_length, work.num_classes)
-    population = Population(model, TrainConfig(batch_size=config.batch_size, steps_per_call=config.steps_per_call))
+    population = Population(model, TrainConfig(batch_size=config.batch_size, steps_per_call=config.steps_per_call,
+                                               compute_dtype=work.compute_dtype))
     num = len(work.genomes)
     # As `fit` arranges them: padding members (the last genome again) are trained, not counted.
     order, keys, genomes = population.arrange(jax.random.split(jax.random.key(INIT_SEED), num), work.genomes,
@@ -264,11 +218,12 @@ def bench_loop(work: Work, steps_per_call: int) -> dict[str, Any]:
     example = work.train.tokens[:1]
     compile_seconds = init_seconds = steady_seconds = 0.0
     final_losses = []
-    for index, genome in enumerate(work.genomes):
+    indices = range(len(work.genomes)) if work.indices is None else work.indices
+    for index, genome in zip(indices, work.genomes):
         arch = Architecture.from_genome(space, genome)
         module = TextClassifier(arch, work.vocab_size, work.max_length, work.num_classes)
         init_start = time.perf_counter()
-        params = module.init(jax.random.fold_in(jax.random.key(INIT_SEED), index), example, example != 0)["params"]
+        params = module.init(jax.random.fold_in(jax.random.key(INIT_SEED), int(index)), example, example != 0)["params"]
         optimizer = make_optimizer(arch.optimizer, arch.learning_rate, arch.weight_decay, clip_norm=CLIP_NORM)
         opt_state = jax.block_until_ready(optimizer.init(params))
         init_seconds += time.perf_counter() - init_start
@@ -313,215 +268,113 @@ def run_child(method: str, spec_path: Path, result_path: Path) -> None:
     data = np.load(spec["data"])
     work = Work(BenchConfig(**spec["config"]), np.asarray(spec["genomes"], np.int32),
                 Split(jnp.asarray(data["tokens"]), jnp.asarray(data["labels"])), spec["vocab_size"],
-                spec["num_classes"])
+                spec["num_classes"], np.asarray(spec["indices"]))
     memory_before = peak_rss_bytes()
     if method.startswith("evonas"):
         result = bench_evonas(work)
     else:
         result = bench_loop(work, 1 if method == "natural_loop" else work.config.steps_per_call)
     result |= {"peak_memory_bytes": peak_rss_bytes(), "memory_before_method_bytes": memory_before,
-               "allocator": evonas.ALLOCATOR}
+               "allocator": evonas.ALLOCATOR, "cpu_affinity": sorted(os.sched_getaffinity(0)),
+               "jax_devices": jax.device_count(), "xla_flags": os.environ.get("XLA_FLAGS", "")}
     result_path.write_text(json.dumps(result))
 
 
-# ---- the parent: configs, child processes, derived figures ----------------------------------
+# ---- the launcher: one process, or one per core -------------------------------------------
 
 
-def run_method(method: str, spec_path: Path, log, repeat: int = 0) -> dict[str, Any] | None:
-    """Runs one method in a fresh process; None (with a message) for torch methods without torch. Each
-    `repeat` has its own compilation cache, so its evonas run compiles cold and its evonas_cached run reads
-    what that one wrote."""
-    result_path = spec_path.with_name(f"{method}.json")
-    env = dict(os.environ)
-    if method.startswith("torch"):
-        if importlib.util.find_spec("torch") is None:
-            log(f"  {method}: skipped, torch is not installed (pip install -e '.[bench]')")
-            return None
-        command = [sys.executable, str(HERE / "torch_models.py"), str(spec_path), str(result_path)]
-        # libgomp's spin-waiting made 2-thread torch 6-12x slower on this shared machine under load (README).
-        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        if method == "torch_loop_same_allocator":
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """How a method runs: its program, whether one process per core, threads per process, its allocator."""
+
+    program: str  # "jax" (this file) or "torch" (torch_models.py)
+    per_core: bool
+    threads: int | None  # torch's intra-op threads; None for JAX (one device per core, or 1 thread per core)
+    allocator: str  # for the JSON: which malloc settings the processes run under
+
+
+METHODS = {
+    "evonas": Method("jax", per_core=False, threads=None, allocator="evonas (mallopt, evonas.allocator)"),
+    "evonas_cached": Method("jax", per_core=False, threads=None, allocator="evonas (mallopt, evonas.allocator)"),
+    "natural_loop": Method("jax", per_core=True, threads=1, allocator="evonas (mallopt, evonas.allocator)"),
+    "scan_loop": Method("jax", per_core=True, threads=1, allocator="evonas (mallopt, evonas.allocator)"),
+    "torch_loop": Method("torch", per_core=True, threads=1, allocator="glibc default"),
+    "torch_loop_same_allocator": Method("torch", per_core=True, threads=1,
+                                        allocator="evonas's setting as glibc environment variables"),
+    "torch_loop_2_threads": Method("torch", per_core=False, threads=2, allocator="glibc default"),
+}
+# One thread per JAX worker: one CPU device, Eigen single-threaded (jax 0.10.2 knows this flag; it has no
+# intra_op_parallelism_threads, which XLA_FLAGS rejects), and the worker's affinity of one core, from which
+# XLA sizes its thread pools.
+ONE_THREAD_JAX_FLAG = "--xla_cpu_multi_thread_eigen=false"
+
+
+def worker_cores() -> list[int]:
+    """The cores this process may run on: one worker per core."""
+    return sorted(os.sched_getaffinity(0))
+
+
+def split_interleaved(num: int, num_workers: int) -> list[np.ndarray]:
+    """Genome indices of each worker: worker w of n gets w, w + n, ... (similar sizes and mixes)."""
+    return [np.arange(w, num, num_workers) for w in range(min(num_workers, num))]
+
+
+def has_torch() -> bool:
+    return importlib.util.find_spec("torch") is not None
+
+
+def run_method(name: str, spec: dict[str, Any], workdir: Path, env: dict[str, str] | None = None,
+               cores: list[int] | None = None) -> dict[str, Any] | None:
+    """Runs method `name` on `spec` (config, genomes, archs, data, ...) in its process(es); returns
+    `{"wall_seconds", "workers": [{"indices", **result}]}`, or None for a torch method without torch."""
+    method = METHODS[name]
+    if method.program == "torch" and not has_torch():
+        return None
+    cores = worker_cores() if cores is None else cores
+    groups = split_interleaved(len(spec["genomes"]), len(cores)) if method.per_core else [np.arange(len(spec["genomes"]))]
+    env = dict(os.environ if env is None else env)
+    if method.program == "torch":
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # libgomp's spin-waiting loses to other people's load (README)
+        if name == "torch_loop_same_allocator":
             env |= GLIBC_ENVIRONMENT
-    else:
-        command = [sys.executable, __file__, "--child", method, "--spec", str(spec_path), "--result", str(result_path)]
-        if method.startswith("evonas"):  # evonas fills the cache, evonas_cached reads it
-            env["JAX_COMPILATION_CACHE_DIR"] = str(spec_path.parent / f"compilation_cache_{repeat}")
+    elif method.per_core:
+        env |= {"JAX_NUM_CPU_DEVICES": "1", "XLA_FLAGS": f"{env.get('XLA_FLAGS', '')} {ONE_THREAD_JAX_FLAG}".strip()}
+    commands, results = [], []
+    for w, indices in enumerate(groups):
+        worker_spec = {**spec, "indices": indices.tolist(), "genomes": [spec["genomes"][i] for i in indices],
+                       "archs": [spec["archs"][i] for i in indices], "threads": method.threads}
+        spec_path, result_path = workdir / f"{name}_{w}.spec.json", workdir / f"{name}_{w}.json"
+        spec_path.write_text(json.dumps(worker_spec))
+        program = HERE / ("torch_models.py" if method.program == "torch" else "bench_methods.py")
+        commands.append([sys.executable, str(program), *([] if method.program == "torch" else [name]),
+                         str(spec_path), str(result_path)])
+        results.append(result_path)
+    pins = [{core} for core in cores] if method.per_core else [None] * len(commands)
+    wall = run_processes(commands, env, pins)
+    return {"wall_seconds": wall, "per_core": method.per_core, "allocator": method.allocator,
+            "workers": [{"indices": g.tolist(), **json.loads(r.read_text())} for g, r in zip(groups, results)]}
+
+
+def pinned(command: list[str], cores: set[int]) -> list[str]:
+    """`command` run on `cores` only: a small Python sets the affinity, then becomes the command (exec), so the
+    command starts pinned (a `preexec_fn` is unsafe in a process with threads, as JAX's)."""
+    setter = "import os, sys; os.sched_setaffinity(0, {int(c) for c in sys.argv[1].split(',')}); " \
+             "os.execv(sys.argv[2], sys.argv[2:])"
+    return [sys.executable, "-c", setter, ",".join(map(str, sorted(cores))), *command]
+
+
+def run_processes(commands: list[list[str]], env: dict[str, str], pins: list[set[int] | None]) -> float:
+    """Starts every command at once (each pinned to its cores where given, before it starts); returns the
+    seconds from the first launch to the last exit."""
     start = time.perf_counter()
-    subprocess.run(command, env=env, check=True)
-    result = json.loads(result_path.read_text())
-    log(f"  {method}: {time.perf_counter() - start:.0f} s in its process")
-    return result
-
-
-def figures(raw: dict[str, Any] | None, useful_flops: float, executed_flops: float, population: int) -> dict | None:
-    """The JSON's `M` for one method: raw timings plus rates; flops are per step summed over members."""
-    if raw is None:
-        return None
-    def member_steps_per_second(run):
-        return population * run["steady_steps_per_member"] / run["steady_seconds"]
-
-    steady_steps, seconds = raw["steady_steps_per_member"], raw["steady_seconds"]
-    return {
-        "total_seconds": raw["total_seconds"],
-        "compile_seconds": raw["compile_seconds"],
-        "member_steps_per_second": member_steps_per_second(raw),
-        "useful_gflops": useful_flops * steady_steps / seconds / 1e9,
-        "executed_gflops": executed_flops * steady_steps / seconds / 1e9,
-        "compilations": raw["compilations"],
-        "peak_memory_bytes": raw["peak_memory_bytes"],
-        **{k: v for k, v in raw.items() if k not in ("total_seconds", "compile_seconds", "compilations",
-                                                        "peak_memory_bytes", "runs")},
-        "runs": [{"total_seconds": run["total_seconds"], "compile_seconds": run["compile_seconds"],
-                  "member_steps_per_second": member_steps_per_second(run)} for run in raw["runs"]],
-    }
-
-
-def evonas_step_flops(config: BenchConfig, genomes: np.ndarray, vocab_size: int, length: int,
-                      num_classes: int) -> float:
-    """Matmul FLOPs one population train step asks for, summed over members (see executed_flops.py)."""
-    model = PopulationModel(config.space(), vocab_size, length, num_classes)
-    population = Population(model, TrainConfig(batch_size=config.batch_size))
-    tokens = jax.ShapeDtypeStruct((config.batch_size, length), jnp.int32)
-    labels = jax.ShapeDtypeStruct((config.batch_size,), jnp.int32)
-    genome_shape = jax.ShapeDtypeStruct(genomes.shape[1:], jnp.int32)
-    key = jax.random.key(0)
-    closed = jax.make_jaxpr(population.steps._member_loss_and_grads)(model.stored_shapes, genome_shape, tokens, labels, key)
-    params = jax.tree.leaves(model.stored_shapes)
-    return sum(member_step_flops(closed, [*params, genome, tokens, labels, key]) for genome in genomes)
-
-
-def median_run(raws: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The run with the median total time (the faster middle one of an even count), with every run in `runs`
-    (`figures` keeps their totals and steady state); None for a method that did not run."""
-    if not raws:
-        return None
-    ordered = sorted(raws, key=lambda raw: raw["total_seconds"])
-    return {**ordered[(len(ordered) - 1) // 2], "runs": raws}
-
-
-def run_config(config: BenchConfig, task, workdir: Path, log, repeats: int = 1) -> dict[str, Any]:
-    space = config.space()
-    genomes = distinct_genomes(space, jax.random.key(GENOME_SEED), config.population_size)
-    archs = [Architecture.from_genome(space, g) for g in genomes]
-    data_path = workdir / "train.npz"
-    if not data_path.exists():
-        np.savez(data_path, tokens=task.train.tokens, labels=task.train.labels)
-    spec_path = workdir / config.name / "spec.json"
-    spec_path.parent.mkdir()
-    spec_path.write_text(json.dumps({
-        "config": dataclasses.asdict(config), "genomes": genomes.tolist(), "archs": [a.to_dict() for a in archs],
-        "data": str(data_path), "vocab_size": task.vocab_size, "num_classes": task.num_classes}))
-    length = task.max_length
-    useful = float(sum(3 * forward_flops(a, length, task.num_classes) * config.batch_size for a in archs))
-    flops_start = time.perf_counter()
-    executed = evonas_step_flops(config, genomes, task.vocab_size, length, task.num_classes)
-    log(f"[{config.name} P={config.population_size}] executed/useful matmul FLOPs of evonas: {executed / useful:.3f}"
-        f" (counted in {time.perf_counter() - flops_start:.0f} s)")
-    row = {"name": config.name, "population": config.population_size, "steps": config.steps,
-           "steps_per_call": config.steps_per_call, "batch_size": config.batch_size, "length": length,
-           "space": {**{k: list(v) if isinstance(v, tuple) else v for k, v in config.space_kwargs.items()},
-                     "num_blocks": list(space.gene("num_blocks").choices)},
-           "mean_forward_mflops_per_sequence": float(np.mean([forward_flops(a, length, task.num_classes)
-                                                              for a in archs])) / 1e6,
-           "useful_over_executed_evonas": useful / executed}
-    raws = {method: [] for method in METHODS}
-    for repeat in range(repeats):
-        for method in METHODS:
-            log(f"[{config.name} P={config.population_size}] {method}{f' (run {repeat + 1} of {repeats})' if repeats > 1 else ''} ...")
-            raw = run_method(method, spec_path, log, repeat)
-            raws[method] += [] if raw is None else [raw]
-    for method in METHODS:
-        flops = executed if method.startswith("evonas") else useful
-        row[method] = figures(median_run(raws[method]), useful, flops, config.population_size)
-    return row
-
-
-def run_benchmark(configs: Sequence[BenchConfig], log=print, repeats: int = 1) -> dict[str, Any]:
-    """Every config with every method on shared genomes; returns the JSON-ready results."""
-    start = time.perf_counter()
-    load_start, sources = os.getloadavg(), source_hashes()
-    peak_start = peak_matmul_gflops()
-    log(f"peak float32 matmul: {peak_start:.1f} GFLOP/s; allocator: {evonas.ALLOCATOR}; load {load_start}")
-    task = listops_task(seed=0)
-    with tempfile.TemporaryDirectory() as workdir:
-        rows = []
-        for config in configs:
-            rows.append(run_config(config, task, Path(workdir), log, repeats))
-            log(format_table(rows[-1:]))
-    peak_end = peak_matmul_gflops()  # again at the end: on a shared machine either one may be depressed
-    return {
-        "peak_matmul_gflops": max(peak_start, peak_end),
-        "peak_matmul_gflops_start_end": [peak_start, peak_end],
-        "configs": rows,
-        "repeats": repeats,  # runs per method; each M is its run with the median total time
-        "allocator": evonas.ALLOCATOR,
-        "allocator_by_method": {"evonas": "allocator", "evonas_cached": "allocator", "natural_loop": "allocator",
-                                "scan_loop": "allocator",
-                                "torch_loop": "glibc default",
-                                "torch_loop_same_allocator": "allocator, as glibc environment variables"},
-        "torch_omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
-        "machine": {"cpu_count": os.cpu_count(), "jax_devices": jax.device_count(), "platform": platform.platform(),
-                    "jax": jax.__version__,
-                    "xla_flags": os.environ.get("XLA_FLAGS", ""),
-                    "loadavg_start": load_start, "loadavg_end": os.getloadavg()},
-        "source_md5": sources,  # the evonas modules change often; this names the measured version
-        "source_changed_during_run": source_hashes() != sources,
-        "wall_seconds": time.perf_counter() - start,
-    }
-
-
-def source_hashes() -> dict[str, str]:
-    """md5 of every evonas module and of this benchmark's files, so a result names the code it measured."""
-    files = sorted(Path(evonas.__file__).parent.glob("*.py")) + sorted(HERE.glob("*.py"))
-    return {path.name: hashlib.md5(path.read_bytes()).hexdigest() for path in files}
-
-
-def format_table(rows: Sequence[dict[str, Any]], peak: float | None = None) -> str:
-    """A fixed-width text table, one line per config and method."""
-    header = (f"{'config':<6} {'P':>3} {'steps':>5} {'method':<25} {'total s':>8} {'compile s':>9} "
-              f"{'member-steps/s':>14} {'useful GFLOP/s':>14}{' (% peak)' if peak else ''} {'exec GFLOP/s':>12} "
-              f"{'compiles':>8} {'peak MB':>8}")
-    lines = [header, "-" * len(header)]
-    for row in rows:
-        for method in METHODS:
-            r = row[method]
-            if r is None:
-                lines.append(f"{row['name']:<6} {row['population']:>3} {row['steps']:>5} {method:<25} skipped")
-                continue
-            share = f" {100 * r['useful_gflops'] / peak:7.1f}%" if peak else ""
-            lines.append(f"{row['name']:<6} {row['population']:>3} {row['steps']:>5} {method:<25} "
-                         f"{r['total_seconds']:>8.1f} {r['compile_seconds']:>9.1f} {r['member_steps_per_second']:>14.1f}"
-                         f" {r['useful_gflops']:>14.2f}{share} {r['executed_gflops']:>12.2f} {r['compilations']:>8}"
-                         f" {r['peak_memory_bytes'] / 2**20:>8.0f}")
-    return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", help="where to write the JSON results")
-    parser.add_argument("--quick", action="store_true", help="one small config: a ~2-minute smoke run")
-    parser.add_argument("--repeats", type=int, default=1,
-                        help="runs per method; each method reports its run with the median total time")
-    parser.add_argument("--child", choices=("evonas", "evonas_cached", "natural_loop", "scan_loop"),
-                        help=argparse.SUPPRESS)
-    parser.add_argument("--spec", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.child:
-        run_child(args.child, args.spec, args.result)
-        return None
-    if not args.out:
-        parser.error("--out is required")
-    if args.repeats < 1:
-        parser.error("--repeats must be at least 1")
-    results = run_benchmark(get_configs(args.quick), log=lambda text: print(text, flush=True), repeats=args.repeats)
-    print(f"\npeak float32 matmul {results['peak_matmul_gflops']:.1f} GFLOP/s; allocator: {results['allocator']}")
-    print(format_table(results["configs"], results["peak_matmul_gflops"]))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    return results
+    processes = [subprocess.Popen(command if pin is None else pinned(command, pin), env=env)
+                 for command, pin in zip(commands, pins)]
+    codes = [process.wait() for process in processes]
+    wall = time.perf_counter() - start
+    if failed := [c for c, code in zip(commands, codes) if code]:
+        raise RuntimeError(f"benchmark process failed: {' '.join(failed[0])}")
+    return wall
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_child(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]))
