@@ -4,8 +4,9 @@
     python experiments/bench_population.py --search --quick --out /tmp/search.json   # smoke run: 8 children of a small space
 
 Per space (mid: widths 64/96/128, up to 4 blocks; tiny: widths 16/32, up to 2 blocks; every op but identity),
-a search of 512 children x 50 steps in generations of 64 on the built-in ListOps task (SearchConfig's
-defaults otherwise: batch 32, aging evolution, population 16, sample 4, seed 0), run by evonas twice, each in
+a search of 512 children x 50 steps in generations of 64 on the built-in ListOps task (aging evolution
+with a population of 64 and samples of 16, as large as a generation must be; SearchConfig's defaults
+otherwise: batch 32, 25 steps per call, seed 0), run by evonas twice, each in
 a process of its own: `cold` with JAX's persistent compilation cache in a new empty directory, `warm` with
 that directory as the cold run left it. Then the cold run's children (its history.jsonl) trained by the
 PyTorch peer (`torch_models.py`), one process per core, pinned, 1 thread each, children split interleaved,
@@ -48,7 +49,9 @@ def search_configs(quick: bool) -> dict[str, SearchConfig]:
         small_space = {"widths": [16], "max_blocks": 1, "ops": ["conv3", "gated_mlp"]}  # compiles in seconds
         return {"tiny": SearchConfig(num_children=8, children_per_generation=4, steps=10, steps_per_call=5,
                                      population_size=4, sample_size=2, space=small_space, listops=small_task)}
-    return {name: SearchConfig(num_children=512, children_per_generation=64, steps=50, space=space)
+    # Aging evolution needs a population at least a generation large: 64, with SearchConfig's 4:1 sample ratio.
+    return {name: SearchConfig(num_children=512, children_per_generation=64, population_size=64, sample_size=16,
+                               steps=50, space=space)
             for name, space in SPACES.items()}
 
 
