@@ -4,60 +4,48 @@ Command:
     python experiments/bench_population.py --out experiments/results/bench_population.json   # ~30 min
     python experiments/bench_population.py --out /tmp/bench.json --quick   # CI smoke run, < 2 min
     python experiments/bench_population.py --out F.json --repeats 3   # each method 3 times: ~1 h
+    python experiments/bench_population.py --search --out F.json [--quick]   # whole searches (bench_search.py)
+    python experiments/bench_population.py --accelerator --out F.json [--quick]   # GPU/TPU (bench_accelerator.py)
 
 On a shared machine one run of a method can be 15% slower than the next (experiments/README.md):
 `--repeats N` runs every method N times, in rounds (each round runs the methods in order, evonas with an
 empty compilation cache of its own), and reports each method's run with the median total time, with every
 run's total and steady-state figures in `runs`.
 
-The same distinct random genomes (fixed key) are trained for the same number of steps, with
-the same batch size and ListOps data (length 64, 10 classes), five ways, each in a process of
-its own (so that each one's peak memory is its own and no method warms another's caches):
+The same distinct random genomes (fixed key) are trained for the same number of steps, with the same batch
+size and ListOps data (length 64, 10 classes), by every method of `bench_methods.METHODS`, one method after
+the other, each in processes of its own (so that no method warms another's caches):
 
-  evonas            `Population.init` then `Population.train` over all P members
-                    (`steps_per_call` fused steps per call, members_per_vmap=1), members split
-                    over one CPU device per core (`evonas.cpu_devices`), placed as `fit` places
-                    them (`Population.placement`): one program compiled
-                    for every genome, with JAX's persistent compilation cache empty
-                    (a user's first search over this space and shapes).
-  evonas_cached     the same again in a new process, its programs now in the persistent cache
-                    that the evonas run filled, as `evonas search` keeps one: a second search,
-                    a resumed one or another seed of an ablation. The loops get no such row:
-                    a search's new architectures are never in a cache.
-  natural_loop      what a user writes: per genome, the exact-size `TextClassifier`, eager
-                    Flax `init`, the genome's optax optimizer, one jitted train step called
-                    once per step; one genome after the other, one compilation each.
-  scan_loop         the strong loop: the same, but one jitted `lax.scan` of `steps_per_call`
-                    steps per call.
-  torch_loop        the peer, as NNI or NASLib train candidates: the same architectures in
-                    PyTorch (`torch_models.py`), eager, 2 threads, one after the other, in a
-                    process with the default allocator. Skipped (null) without torch.
-  torch_loop_same_allocator
-                    the same under evonas's allocator setting (`evonas.allocator`), given to
-                    the process as the equivalent glibc environment variables.
+  evonas            `Population` over all P members in one process, one JAX CPU device per core
+                    (`evonas.cpu_devices`), placed as `fit` places them: one program compiled for every
+                    genome, with JAX's persistent compilation cache empty (a user's first search).
+  evonas_cached     the same again in a new process, its programs now in the persistent cache that the
+                    evonas run filled, as `evonas search` keeps one (a second search, a resumed one).
+  natural_loop      what a user writes: per genome, the exact-size `TextClassifier`, the genome's optax
+                    optimizer, one jitted train step called once per step; one process per core, pinned,
+                    1 thread, genomes split interleaved; one compilation per genome.
+  scan_loop         the strong loop: the same with one jitted `lax.scan` of `steps_per_call` steps per call.
+  torch_loop        the peer as users run trials (NNI's `trialConcurrency`): the same architectures in
+                    PyTorch eager (`torch_models.py`), one process per core, pinned, 1 thread each.
+  torch_loop_same_allocator   the same under evonas's allocator setting, as glibc environment variables.
+  torch_loop_2_threads        the earlier peer: one process, 2 threads, one genome after the other.
 
-Every JAX method imports evonas and so runs under its allocator setting (the JSON's
-`allocator`). Per config and method (`M`): `total_seconds` (first line to last step,
-compilation and initialisation included), `compile_seconds` (AOT `.lower().compile()` wall
-time, tracing included; summed over genomes for the loops; 0 for torch), `member_steps_per_second`
-(steady state: every member's steps after its first call), `useful_gflops` (steady-state
-GFLOP/s of the exact-size architectures' matmuls: 3 x forward, backward ~ 2 x forward),
-`executed_gflops` (the matmuls the program runs, recomputation included, see
-`executed_flops.py`; equal to useful for the loops), `compilations` and `peak_memory_bytes`
-(the process's peak resident set, so it includes the runtime's own ~0.3-0.5 GB;
-`memory_before_method_bytes` is the peak before the method started). The peak GFLOP/s of a
-2048^2 float32 matmul is measured at the start and the end (the larger is reported). The JSON
-also holds the load average and the md5 of every evonas module, since those change often.
+Per config and method (`M`): `total_seconds` is the wall time from launching the method's first process
+to the exit of its last (interpreter start and imports included, for every method alike);
+`in_process_seconds` the slowest process's own first-line-to-last-step time; `compile_seconds` summed over
+processes (AOT `.lower().compile()` wall time; 0 for torch); `member_steps_per_second` the steady state
+(every member's steps after its first call), summed over processes; `useful_gflops` the same for the
+exact-size architectures' matmuls (3 x forward per step); `executed_gflops` the matmuls evonas's program
+runs (`executed_flops.py`; equal to useful for the loops); `compilations`; `peak_memory_bytes` summed over
+the method's processes (each its peak resident set); `workers` every process's own figures. `allocators`
+names each row's malloc setting. The JSON also holds the load average and the md5 of every source module.
 """
 
 import argparse
-import dataclasses
 import hashlib
-import importlib.util
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -68,312 +56,70 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
+from bench_methods import (
+    GENOME_SEED,
+    HERE,
+    METHODS,
+    BenchConfig,
+    distinct_genomes,
+    get_configs,
+    peak_matmul_gflops,
+    run_method,
+    worker_cores,
+)
 from executed_flops import member_step_flops
-from peak_memory import peak_rss_bytes
 
-import evonas  # sets the allocator (evonas.allocator) before JAX allocates
-from evonas.allocator import GLIBC_ENVIRONMENT
+import evonas
 from evonas.data import listops_task
-from evonas.member import Split, TrainConfig, loss_fn, make_optimizer
-from evonas.models import Architecture, TextClassifier, count_params, forward_flops
+from evonas.member import TrainConfig
+from evonas.models import Architecture, forward_flops
 from evonas.population import Population
-from evonas.space import Gene, SearchSpace, text_classifier_space
 from evonas.supernet import PopulationModel
 
-HERE = Path(__file__).resolve().parent
-METHODS = ("evonas", "evonas_cached", "natural_loop", "scan_loop", "torch_loop", "torch_loop_same_allocator")
-OPS_WITHOUT_IDENTITY = ("attention", "conv3", "conv5", "conv7", "gated_mlp", "gru", "lstm")
-GENOME_SEED = 0  # the genomes every method trains
-INIT_SEED = 1
-TRAIN_SEED = 2
-CLIP_NORM = 1.0  # TrainConfig's default, used by every method
 
-
-@dataclasses.dataclass(frozen=True)
-class BenchConfig:
-    """One block of the table: a model size, a population and a training budget."""
-
-    name: str
-    population_size: int
-    steps: int  # training steps per member
-    steps_per_call: int  # evonas and scan_loop: steps fused into one call
-    batch_size: int
-    space_kwargs: dict[str, Any]  # keyword arguments of text_classifier_space
-    min_blocks: int = 1  # num_blocks choices start here (text_classifier_space starts at 1)
-
-    def __post_init__(self):
-        if self.steps % self.steps_per_call:
-            raise ValueError(f"steps ({self.steps}) must be a multiple of steps_per_call ({self.steps_per_call})")
-        if self.steps // self.steps_per_call < 2:
-            raise ValueError("need at least two train calls: the first is not counted as steady state")
-
-    def space(self) -> SearchSpace:
-        """`text_classifier_space(**space_kwargs)` with num_blocks restricted to min_blocks and up."""
-        space = text_classifier_space(**self.space_kwargs)
-        num_blocks = Gene("num_blocks", tuple(n for n in space.gene("num_blocks").choices if n >= self.min_blocks))
-        return SearchSpace(tuple(num_blocks if gene.name == "num_blocks" else gene for gene in space.genes))
-
-
-TINY_SPACE = {"widths": (16, 32), "max_blocks": 2, "ops": OPS_WITHOUT_IDENTITY}
-MID_SPACE = {"widths": (64, 96, 128), "max_blocks": 4, "ops": OPS_WITHOUT_IDENTITY}
-
-
-def get_configs(quick: bool = False) -> list[BenchConfig]:
-    """The issue's tiny set (64 genomes x 200 steps) and a mid set of 32 x 50 steps, or a smoke run."""
-    if quick:
-        return [BenchConfig("tiny", 3, steps=10, steps_per_call=5, batch_size=16, space_kwargs=TINY_SPACE)]
-    return [
-        BenchConfig("tiny", 64, steps=200, steps_per_call=50, batch_size=16, space_kwargs=TINY_SPACE),
-        # 32 members: the input-speed figure is asked at P = 32; 50 steps: the search's default per child.
-        BenchConfig("mid", 32, steps=50, steps_per_call=10, batch_size=32, space_kwargs=MID_SPACE, min_blocks=2),
-    ]
-
-
-def distinct_genomes(space: SearchSpace, key: jax.Array, num: int) -> np.ndarray:
-    """`num` uniform genomes with distinct architectures (genes of unused block slots do not count)."""
-    found: dict[Architecture, np.ndarray] = {}
-    for attempt in range(100):
-        for genome in np.asarray(space.sample(jax.random.fold_in(key, attempt), 4 * num)):
-            found.setdefault(Architecture.from_genome(space, genome), genome)
-        if len(found) >= num:
-            return np.stack(list(found.values())[:num])
-    raise ValueError(f"found only {len(found)} distinct architectures, asked for {num}")
-
-
-def peak_matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
-    """Best-of-`repeats` GFLOP/s of one jitted float32 [size, size] @ [size, size] matmul."""
-    key_a, key_b = jax.random.split(jax.random.key(0))
-    a = jax.random.normal(key_a, (size, size), jnp.float32)
-    b = jax.random.normal(key_b, (size, size), jnp.float32)
-    matmul = jax.jit(jnp.matmul)
-    matmul(a, b).block_until_ready()
-    best = np.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        matmul(a, b).block_until_ready()
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best / 1e9
-
-
-# ---- the methods, each run in a child process ---------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Work:
-    """What a child process trains: a config, its genomes and the training split."""
-
-    config: BenchConfig
-    genomes: np.ndarray  # int32[P, num_genes]
-    train: Split
-    vocab_size: int
-    num_classes: int
-
-    @property
-    def max_length(self) -> int:
-        return self.train.tokens.shape[1]
-
-
-def bench_evonas(work: Work) -> dict[str, Any]:
-    """Every genome at once with `Population`; also the host's time between train calls."""
-    start = time.perf_counter()
-    config = work.config
-    model = PopulationModel(config.space(), work.vocab_size, work.max_length, work.num_classes)
-    population = Population(model, TrainConfig(batch_size=config.batch_size, steps_per_call=config.steps_per_call))
-    num = len(work.genomes)
-    # As `fit` arranges them: padding members (the last genome again) are trained, not counted.
-    order, keys, genomes = population.arrange(jax.random.split(jax.random.key(INIT_SEED), num), work.genomes,
-                                              population.padded_size(num))
-    key_train = jax.random.key(TRAIN_SEED)
-
-    compile_start = time.perf_counter()
-    programs = population.compile(keys, genomes, work.train, key_train)  # init and train, side by side
-    compile_seconds = time.perf_counter() - compile_start
-    genomes, routes = population.distribute(genomes), population.distribute(population.routes(genomes))
-    states = jax.block_until_ready(programs["init"](keys, genomes, routes))
-    train = programs["train"]
-
-    call_seconds, host_seconds, losses = [], [], []
-    ready = time.perf_counter()
-    for call in range(config.steps // config.steps_per_call):
-        call_start = time.perf_counter()
-        host_seconds.append(call_start - ready)  # the host's work since the last call's results were in
-        states, call_losses = train(states, genomes, work.train, key_train, jnp.int32(call * config.steps_per_call),
-                                    routes)
-        call_losses.block_until_ready()
-        ready = time.perf_counter()
-        call_seconds.append(ready - call_start)
-        losses.append(np.asarray(call_losses))  # a search reads the losses after every call
-    total = time.perf_counter() - start
-    memory = train.memory_analysis()
-    final_losses = np.concatenate(losses, axis=1)[np.argsort(order)][:num, -1]
-    return {
-        "total_seconds": total,
-        "compile_seconds": compile_seconds,
-        "steady_seconds": sum(call_seconds[1:]),
-        "steady_steps_per_member": config.steps_per_call * (len(call_seconds) - 1),
-        "call_seconds": call_seconds,
-        "host_seconds_between_calls": host_seconds[1:],
-        "host_fraction": sum(host_seconds[1:]) / sum(call_seconds[1:]),
-        "compilations": population.traces,
-        "stored_params_per_member": count_params(model.stored_shapes),
-        "train_program_temp_bytes": memory.temp_size_in_bytes if memory else None,
-        **loss_summary(final_losses),
-    }
-
-
-def make_train_step(module: TextClassifier, optimizer: optax.GradientTransformation, batch_size: int):
-    """One train step of one standalone model, drawing the same batches and dropout keys as evonas."""
-
-    def train_step(params, opt_state, tokens, labels, key_data, key_dropout, step):
-        rows = jax.random.randint(jax.random.fold_in(key_data, step), (batch_size,), 0, labels.shape[0])
-        batch_tokens, batch_labels = tokens[rows], labels[rows]
-
-        def loss_of(params):
-            logits = module.apply({"params": params}, batch_tokens, batch_tokens != 0,
-                                  jax.random.fold_in(key_dropout, step))
-            return loss_fn(logits, batch_labels)
-
-        loss, grads = jax.value_and_grad(loss_of)(params)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
-    return train_step
-
-
-def make_scan_step(module: TextClassifier, optimizer: optax.GradientTransformation, batch_size: int, steps: int):
-    """`steps` train steps in one `lax.scan`: the strong loop's call."""
-    train_step = make_train_step(module, optimizer, batch_size)
-
-    def scan_step(params, opt_state, tokens, labels, key_data, key_dropout, step0):
-        def body(carry, step):
-            params, opt_state, loss = train_step(*carry, tokens, labels, key_data, key_dropout, step)
-            return (params, opt_state), loss
-
-        (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), step0 + jnp.arange(steps))
-        return params, opt_state, losses[-1]
-
-    return scan_step
-
-
-def bench_loop(work: Work, steps_per_call: int) -> dict[str, Any]:
-    """One exact-size model per genome, one after the other: one jitted call per `steps_per_call` steps."""
-    start = time.perf_counter()
-    config, space = work.config, work.config.space()
-    key_data, key_dropout = jax.random.split(jax.random.key(TRAIN_SEED))  # as Population.train splits its key
-    example = work.train.tokens[:1]
-    compile_seconds = init_seconds = steady_seconds = 0.0
-    final_losses = []
-    for index, genome in enumerate(work.genomes):
-        arch = Architecture.from_genome(space, genome)
-        module = TextClassifier(arch, work.vocab_size, work.max_length, work.num_classes)
-        init_start = time.perf_counter()
-        params = module.init(jax.random.fold_in(jax.random.key(INIT_SEED), index), example, example != 0)["params"]
-        optimizer = make_optimizer(arch.optimizer, arch.learning_rate, arch.weight_decay, clip_norm=CLIP_NORM)
-        opt_state = jax.block_until_ready(optimizer.init(params))
-        init_seconds += time.perf_counter() - init_start
-
-        if steps_per_call == 1:
-            step_fn = make_train_step(module, optimizer, config.batch_size)
-        else:
-            step_fn = make_scan_step(module, optimizer, config.batch_size, steps_per_call)
-        args = (work.train.tokens, work.train.labels, key_data, key_dropout)
-        compile_start = time.perf_counter()
-        compiled = jax.jit(step_fn, donate_argnums=(0, 1)).lower(params, opt_state, *args, jnp.int32(0)).compile()
-        compile_seconds += time.perf_counter() - compile_start
-
-        params, opt_state, loss = compiled(params, opt_state, *args, jnp.int32(0))
-        loss.block_until_ready()
-        steady_start = time.perf_counter()
-        for step in range(steps_per_call, config.steps, steps_per_call):
-            params, opt_state, loss = compiled(params, opt_state, *args, jnp.int32(step))
-        loss.block_until_ready()
-        steady_seconds += time.perf_counter() - steady_start
-        final_losses.append(float(loss))
-        del params, opt_state
-    return {
-        "total_seconds": time.perf_counter() - start,
-        "compile_seconds": compile_seconds,
-        "init_seconds": init_seconds,
-        "steady_seconds": steady_seconds,
-        "steady_steps_per_member": config.steps - steps_per_call,
-        "compilations": len(work.genomes),
-        **loss_summary(np.asarray(final_losses)),
-    }
-
-
-def loss_summary(final_losses: np.ndarray) -> dict[str, Any]:
-    finite = np.isfinite(final_losses)
-    return {"mean_final_loss": float(np.mean(final_losses[finite])), "diverged": int(np.sum(~finite))}
-
-
-def run_child(method: str, spec_path: Path, result_path: Path) -> None:
-    """The body of a child process: one method on one config; writes its raw figures as JSON."""
-    spec = json.loads(spec_path.read_text())
-    data = np.load(spec["data"])
-    work = Work(BenchConfig(**spec["config"]), np.asarray(spec["genomes"], np.int32),
-                Split(jnp.asarray(data["tokens"]), jnp.asarray(data["labels"])), spec["vocab_size"],
-                spec["num_classes"])
-    memory_before = peak_rss_bytes()
-    if method.startswith("evonas"):
-        result = bench_evonas(work)
-    else:
-        result = bench_loop(work, 1 if method == "natural_loop" else work.config.steps_per_call)
-    result |= {"peak_memory_bytes": peak_rss_bytes(), "memory_before_method_bytes": memory_before,
-               "allocator": evonas.ALLOCATOR}
-    result_path.write_text(json.dumps(result))
-
-
-# ---- the parent: configs, child processes, derived figures ----------------------------------
-
-
-def run_method(method: str, spec_path: Path, log, repeat: int = 0) -> dict[str, Any] | None:
-    """Runs one method in a fresh process; None (with a message) for torch methods without torch. Each
-    `repeat` has its own compilation cache, so its evonas run compiles cold and its evonas_cached run reads
-    what that one wrote."""
-    result_path = spec_path.with_name(f"{method}.json")
-    env = dict(os.environ)
-    if method.startswith("torch"):
-        if importlib.util.find_spec("torch") is None:
-            log(f"  {method}: skipped, torch is not installed (pip install -e '.[bench]')")
-            return None
-        command = [sys.executable, str(HERE / "torch_models.py"), str(spec_path), str(result_path)]
-        # libgomp's spin-waiting made 2-thread torch 6-12x slower on this shared machine under load (README).
-        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        if method == "torch_loop_same_allocator":
-            env |= GLIBC_ENVIRONMENT
-    else:
-        command = [sys.executable, __file__, "--child", method, "--spec", str(spec_path), "--result", str(result_path)]
-        if method.startswith("evonas"):  # evonas fills the cache, evonas_cached reads it
-            env["JAX_COMPILATION_CACHE_DIR"] = str(spec_path.parent / f"compilation_cache_{repeat}")
-    start = time.perf_counter()
-    subprocess.run(command, env=env, check=True)
-    result = json.loads(result_path.read_text())
-    log(f"  {method}: {time.perf_counter() - start:.0f} s in its process")
-    return result
-
-
-def figures(raw: dict[str, Any] | None, useful_flops: float, executed_flops: float, population: int) -> dict | None:
-    """The JSON's `M` for one method: raw timings plus rates; flops are per step summed over members."""
+def figures(raw: dict[str, Any] | None, genome_flops: np.ndarray, executed_flops: float | None) -> dict | None:
+    """The JSON's `M` for one method from its processes' results; `genome_flops` are each genome's useful
+    matmul FLOPs per step, `executed_flops` evonas's per population step (None: the loops, executed = useful)."""
     if raw is None:
         return None
-    def member_steps_per_second(run):
-        return population * run["steady_steps_per_member"] / run["steady_seconds"]
+    workers = raw["workers"]
 
-    steady_steps, seconds = raw["steady_steps_per_member"], raw["steady_seconds"]
-    return {
-        "total_seconds": raw["total_seconds"],
-        "compile_seconds": raw["compile_seconds"],
-        "member_steps_per_second": member_steps_per_second(raw),
-        "useful_gflops": useful_flops * steady_steps / seconds / 1e9,
-        "executed_gflops": executed_flops * steady_steps / seconds / 1e9,
-        "compilations": raw["compilations"],
-        "peak_memory_bytes": raw["peak_memory_bytes"],
-        **{k: v for k, v in raw.items() if k not in ("total_seconds", "compile_seconds", "compilations",
-                                                        "peak_memory_bytes", "runs")},
-        "runs": [{"total_seconds": run["total_seconds"], "compile_seconds": run["compile_seconds"],
-                  "member_steps_per_second": member_steps_per_second(run)} for run in raw["runs"]],
+    def rates(run):
+        steps = [w["steady_steps_per_member"] / w["steady_seconds"] for w in run["workers"]]
+        return (sum(len(w["indices"]) * s for w, s in zip(run["workers"], steps)),
+                sum(genome_flops[w["indices"]].sum() * s for w, s in zip(run["workers"], steps)))
+
+    member_steps, useful = rates(raw)
+    if executed_flops is not None:
+        (only,) = workers
+        executed = executed_flops * only["steady_steps_per_member"] / only["steady_seconds"]
+    else:
+        executed = useful
+    counted = [(w["mean_final_loss"], len(w["indices"]) - w["diverged"]) for w in workers]
+    result = {
+        "total_seconds": raw["wall_seconds"],
+        "in_process_seconds": max(w["total_seconds"] for w in workers),
+        "compile_seconds": sum(w["compile_seconds"] for w in workers),
+        "member_steps_per_second": member_steps,
+        "useful_gflops": useful / 1e9,
+        "executed_gflops": executed / 1e9,
+        "compilations": sum(w["compilations"] for w in workers),
+        "peak_memory_bytes": sum(w["peak_memory_bytes"] for w in workers),
+        "processes": len(workers),
+        "allocator": raw["allocator"],
+        "mean_final_loss": sum(loss * n for loss, n in counted) / max(1, sum(n for _, n in counted)),
+        "diverged": sum(w["diverged"] for w in workers),
+        "runs": [{"total_seconds": run["wall_seconds"], "member_steps_per_second": rates(run)[0],
+                  "compile_seconds": sum(w["compile_seconds"] for w in run["workers"])} for run in raw["runs"]],
     }
+    if len(workers) == 1:  # evonas's and the 2-thread peer's own figures (host_fraction, threads, ...)
+        result |= {k: v for k, v in workers[0].items() if k not in result and k not in ("indices", "final_losses")}
+    else:
+        result["workers"] = [{"genomes": len(w["indices"]), "cpu_affinity": w.get("cpu_affinity"),
+                              "in_process_seconds": w["total_seconds"], "compile_seconds": w["compile_seconds"],
+                              "member_steps_per_second": len(w["indices"]) * w["steady_steps_per_member"]
+                              / w["steady_seconds"]} for w in workers]
+    return result
 
 
 def evonas_step_flops(config: BenchConfig, genomes: np.ndarray, vocab_size: int, length: int,
@@ -391,11 +137,11 @@ def evonas_step_flops(config: BenchConfig, genomes: np.ndarray, vocab_size: int,
 
 
 def median_run(raws: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The run with the median total time (the faster middle one of an even count), with every run in `runs`
-    (`figures` keeps their totals and steady state); None for a method that did not run."""
+    """The run with the median wall time (the faster middle one of an even count), with every run in `runs`;
+    None for a method that did not run."""
     if not raws:
         return None
-    ordered = sorted(raws, key=lambda raw: raw["total_seconds"])
+    ordered = sorted(raws, key=lambda raw: raw["wall_seconds"])
     return {**ordered[(len(ordered) - 1) // 2], "runs": raws}
 
 
@@ -406,13 +152,13 @@ def run_config(config: BenchConfig, task, workdir: Path, log, repeats: int = 1) 
     data_path = workdir / "train.npz"
     if not data_path.exists():
         np.savez(data_path, tokens=task.train.tokens, labels=task.train.labels)
-    spec_path = workdir / config.name / "spec.json"
-    spec_path.parent.mkdir()
-    spec_path.write_text(json.dumps({
-        "config": dataclasses.asdict(config), "genomes": genomes.tolist(), "archs": [a.to_dict() for a in archs],
-        "data": str(data_path), "vocab_size": task.vocab_size, "num_classes": task.num_classes}))
+    config_dir = workdir / config.name
+    config_dir.mkdir()
+    spec = {"config": config.__dict__, "genomes": genomes.tolist(), "archs": [a.to_dict() for a in archs],
+            "data": str(data_path), "vocab_size": task.vocab_size, "num_classes": task.num_classes}
     length = task.max_length
-    useful = float(sum(3 * forward_flops(a, length, task.num_classes) * config.batch_size for a in archs))
+    genome_flops = np.array([3 * forward_flops(a, length, task.num_classes) * config.batch_size for a in archs])
+    useful = float(genome_flops.sum())
     flops_start = time.perf_counter()
     executed = evonas_step_flops(config, genomes, task.vocab_size, length, task.num_classes)
     log(f"[{config.name} P={config.population_size}] executed/useful matmul FLOPs of evonas: {executed / useful:.3f}"
@@ -427,13 +173,26 @@ def run_config(config: BenchConfig, task, workdir: Path, log, repeats: int = 1) 
     raws = {method: [] for method in METHODS}
     for repeat in range(repeats):
         for method in METHODS:
-            log(f"[{config.name} P={config.population_size}] {method}{f' (run {repeat + 1} of {repeats})' if repeats > 1 else ''} ...")
-            raw = run_method(method, spec_path, log, repeat)
-            raws[method] += [] if raw is None else [raw]
+            log(f"[{config.name} P={config.population_size}] {method}"
+                f"{f' (run {repeat + 1} of {repeats})' if repeats > 1 else ''} ...")
+            env = dict(os.environ)
+            if method.startswith("evonas"):  # evonas fills the cache, evonas_cached reads it
+                env["JAX_COMPILATION_CACHE_DIR"] = str(config_dir / f"compilation_cache_{repeat}")
+            raw = run_method(method, spec, config_dir, env)
+            if raw is None:
+                log(f"  {method}: skipped, torch is not installed (pip install -e '.[bench]')")
+            else:
+                log(f"  {method}: {raw['wall_seconds']:.0f} s, {len(raw['workers'])} process(es)")
+                raws[method].append(raw)
     for method in METHODS:
-        flops = executed if method.startswith("evonas") else useful
-        row[method] = figures(median_run(raws[method]), useful, flops, config.population_size)
+        row[method] = figures(median_run(raws[method]), genome_flops, executed if method.startswith("evonas") else None)
     return row
+
+
+def machine(load_start) -> dict[str, Any]:
+    return {"cpu_count": os.cpu_count(), "cores_used": worker_cores(), "jax_devices": jax.device_count(),
+            "jax_backend": jax.default_backend(), "platform": platform.platform(), "jax": jax.__version__,
+            "xla_flags": os.environ.get("XLA_FLAGS", ""), "loadavg_start": load_start, "loadavg_end": os.getloadavg()}
 
 
 def run_benchmark(configs: Sequence[BenchConfig], log=print, repeats: int = 1) -> dict[str, Any]:
@@ -455,15 +214,12 @@ def run_benchmark(configs: Sequence[BenchConfig], log=print, repeats: int = 1) -
         "configs": rows,
         "repeats": repeats,  # runs per method; each M is its run with the median total time
         "allocator": evonas.ALLOCATOR,
-        "allocator_by_method": {"evonas": "allocator", "evonas_cached": "allocator", "natural_loop": "allocator",
-                                "scan_loop": "allocator",
-                                "torch_loop": "glibc default",
-                                "torch_loop_same_allocator": "allocator, as glibc environment variables"},
+        "allocators": {name: method.allocator for name, method in METHODS.items()},
+        "processes": {name: "one per core, pinned, 1 thread" if method.per_core else
+                      ("one, 2 threads" if method.threads == 2 else "one, one JAX CPU device per core")
+                      for name, method in METHODS.items()},
         "torch_omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
-        "machine": {"cpu_count": os.cpu_count(), "jax_devices": jax.device_count(), "platform": platform.platform(),
-                    "jax": jax.__version__,
-                    "xla_flags": os.environ.get("XLA_FLAGS", ""),
-                    "loadavg_start": load_start, "loadavg_end": os.getloadavg()},
+        "machine": machine(load_start),
         "source_md5": sources,  # the evonas modules change often; this names the measured version
         "source_changed_during_run": source_hashes() != sources,
         "wall_seconds": time.perf_counter() - start,
@@ -478,7 +234,7 @@ def source_hashes() -> dict[str, str]:
 
 def format_table(rows: Sequence[dict[str, Any]], peak: float | None = None) -> str:
     """A fixed-width text table, one line per config and method."""
-    header = (f"{'config':<6} {'P':>3} {'steps':>5} {'method':<25} {'total s':>8} {'compile s':>9} "
+    header = (f"{'config':<6} {'P':>3} {'steps':>5} {'method':<25} {'procs':>5} {'total s':>8} {'compile s':>9} "
               f"{'member-steps/s':>14} {'useful GFLOP/s':>14}{' (% peak)' if peak else ''} {'exec GFLOP/s':>12} "
               f"{'compiles':>8} {'peak MB':>8}")
     lines = [header, "-" * len(header)]
@@ -489,37 +245,49 @@ def format_table(rows: Sequence[dict[str, Any]], peak: float | None = None) -> s
                 lines.append(f"{row['name']:<6} {row['population']:>3} {row['steps']:>5} {method:<25} skipped")
                 continue
             share = f" {100 * r['useful_gflops'] / peak:7.1f}%" if peak else ""
-            lines.append(f"{row['name']:<6} {row['population']:>3} {row['steps']:>5} {method:<25} "
+            lines.append(f"{row['name']:<6} {row['population']:>3} {row['steps']:>5} {method:<25} {r['processes']:>5} "
                          f"{r['total_seconds']:>8.1f} {r['compile_seconds']:>9.1f} {r['member_steps_per_second']:>14.1f}"
                          f" {r['useful_gflops']:>14.2f}{share} {r['executed_gflops']:>12.2f} {r['compilations']:>8}"
                          f" {r['peak_memory_bytes'] / 2**20:>8.0f}")
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", help="where to write the JSON results")
-    parser.add_argument("--quick", action="store_true", help="one small config: a ~2-minute smoke run")
-    parser.add_argument("--repeats", type=int, default=1,
-                        help="runs per method; each method reports its run with the median total time")
-    parser.add_argument("--child", choices=("evonas", "evonas_cached", "natural_loop", "scan_loop"),
-                        help=argparse.SUPPRESS)
-    parser.add_argument("--spec", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.child:
-        run_child(args.child, args.spec, args.result)
-        return None
-    if not args.out:
-        parser.error("--out is required")
-    if args.repeats < 1:
-        parser.error("--repeats must be at least 1")
-    results = run_benchmark(get_configs(args.quick), log=lambda text: print(text, flush=True), repeats=args.repeats)
-    print(f"\npeak float32 matmul {results['peak_matmul_gflops']:.1f} GFLOP/s; allocator: {results['allocator']}")
-    print(format_table(results["configs"], results["peak_matmul_gflops"]))
-    out = Path(args.out)
+def write_json(path: str | Path, results: dict[str, Any]) -> None:
+    out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
+
+
+def log_line(text: str) -> None:
+    print(text, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="where to write the JSON results")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run of the chosen mode")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs per method; each method reports its run with the median total time")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--search", action="store_true", help="whole searches against the torch peer (bench_search.py)")
+    mode.add_argument("--accelerator", action="store_true", help="the accelerator table (bench_accelerator.py)")
+    parser.add_argument("--deadline", type=float, default=None,
+                        help="--accelerator: seconds for the whole run (default 450; phases past it are skipped)")
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    if args.search:
+        import bench_search
+
+        return bench_search.main(args.out, args.quick, log_line)
+    if args.accelerator:
+        import bench_accelerator
+
+        return bench_accelerator.main(args.out, args.quick, log_line, args.deadline)
+    results = run_benchmark(get_configs(args.quick), log=log_line, repeats=args.repeats)
+    print(f"\npeak float32 matmul {results['peak_matmul_gflops']:.1f} GFLOP/s; allocator: {results['allocator']}")
+    print(format_table(results["configs"], results["peak_matmul_gflops"]))
+    write_json(args.out, results)
     return results
 
 

@@ -1,7 +1,8 @@
 """The peer of the benchmark: evonas's architectures written in PyTorch, trained one after another in eager mode.
 
-This is how NNI or NASLib train candidates: one `nn.Module` per architecture, no compilation,
-2 intra-op threads. The modules do the same matmuls at the same shapes as evonas's
+This is how NNI or NASLib train candidates: one `nn.Module` per architecture, no compilation; the
+benchmark runs it as one process per core with 1 intra-op thread each (NNI's `trialConcurrency`), and as
+one process with 2 threads (the spec's `threads`), on the CPU or on CUDA (the spec's `device`). The modules do the same matmuls at the same shapes as evonas's
 `TextClassifier` (embedding, positional table, pre-norm residual blocks, final LayerNorm,
 pooling, head) and train with the same optimizers behind global-norm clipping at 1; they are
 not meant to match it numerically (initialisers, GRU/LSTM biases and padding inside the
@@ -167,40 +168,75 @@ def make_optimizer(arch: dict[str, Any], params) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=wd)
 
 
+def evaluate(model: nn.Module, tokens: torch.Tensor, labels: torch.Tensor, batch_size: int) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy on a whole split, dropout off, read in batches of `batch_size` (as
+    evonas scores a child on validation)."""
+    model.eval()
+    correct = loss = 0.0
+    with torch.no_grad():
+        for start in range(0, len(labels), batch_size):
+            batch_tokens, batch_labels = tokens[start:start + batch_size], labels[start:start + batch_size]
+            logits = model(batch_tokens, batch_tokens != 0)
+            correct += (logits.argmax(-1) == batch_labels).sum().item()
+            loss += F.cross_entropy(logits, batch_labels, reduction="sum").item()
+    model.train()
+    return correct / len(labels), loss / len(labels)
+
+
 def train_loop(archs: list[dict[str, Any]], tokens: np.ndarray, labels: np.ndarray, vocab_size: int,
-               num_classes: int, batch_size: int, steps: int, seed: int = 0) -> dict[str, Any]:
-    """Trains every architecture for `steps` steps, one after the other; times in seconds.
+               num_classes: int, batch_size: int, steps: int, seed: int = 0, threads: int = 2, device: str = "cpu",
+               validation: tuple[np.ndarray, np.ndarray] | None = None, eval_batch_size: int = 256) -> dict[str, Any]:
+    """Trains every architecture for `steps` steps, one after the other, with `threads` intra-op threads on
+    `device`; given a `validation` split (tokens, labels), scores each trained model on it. Times in seconds,
+    taken after synchronizing the device.
 
     The first step of each architecture is timed apart (warm-up); steady-state time is the rest.
     """
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    tokens, labels = torch.from_numpy(tokens).long(), torch.from_numpy(labels).long()
-    generator = torch.Generator().manual_seed(seed)
+    device = torch.device(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+    tokens, labels = torch.from_numpy(tokens).long().to(device), torch.from_numpy(labels).long().to(device)
+    if validation is not None:
+        validation = tuple(torch.from_numpy(np.asarray(x)).long().to(device) for x in validation)
+    generator = torch.Generator(device).manual_seed(seed)
     start = time.perf_counter()
-    setup_seconds = first_step_seconds = steady_seconds = 0.0
-    final_losses = []
+    setup_seconds = first_step_seconds = steady_seconds = evaluation_seconds = 0.0
+    final_losses, accuracies, validation_losses = [], [], []
     for arch in archs:
         setup_start = time.perf_counter()
-        model = TextClassifier(arch, vocab_size, tokens.shape[1], num_classes)
+        model = TextClassifier(arch, vocab_size, tokens.shape[1], num_classes).to(device)
         optimizer = make_optimizer(arch, model.parameters())
         setup_seconds += time.perf_counter() - setup_start
         for step in range(steps):
             step_start = time.perf_counter()
-            rows = torch.randint(0, len(labels), (batch_size,), generator=generator)
+            rows = torch.randint(0, len(labels), (batch_size,), generator=generator, device=device)
             batch_tokens, batch_labels = tokens[rows], labels[rows]
             loss = F.cross_entropy(model(batch_tokens, batch_tokens != 0), batch_labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
+            if step == 0 or step == steps - 1:
+                sync()
             if step == 0:
                 first_step_seconds += time.perf_counter() - step_start
             else:
                 steady_seconds += time.perf_counter() - step_start
         final_losses.append(loss.item())
-    return {"total_seconds": time.perf_counter() - start, "setup_seconds": setup_seconds,
-            "first_step_seconds": first_step_seconds, "steady_seconds": steady_seconds, "final_losses": final_losses}
+        if validation is not None:
+            evaluation_start = time.perf_counter()
+            accuracy, validation_loss = evaluate(model, *validation, eval_batch_size)
+            accuracies.append(accuracy)
+            validation_losses.append(validation_loss)
+            evaluation_seconds += time.perf_counter() - evaluation_start
+    result = {"total_seconds": time.perf_counter() - start, "setup_seconds": setup_seconds,
+              "first_step_seconds": first_step_seconds, "steady_seconds": steady_seconds,
+              "final_losses": final_losses}
+    if validation is not None:
+        result |= {"evaluation_seconds": evaluation_seconds, "validation_accuracies": accuracies,
+                   "validation_losses": validation_losses}
+    return result
 
 
 def main(spec_path: str, result_path: str) -> None:
@@ -208,9 +244,14 @@ def main(spec_path: str, result_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     data, config = np.load(spec["data"]), spec["config"]
     memory_before = peak_rss_bytes()
+    validation = None
+    if spec.get("validation_data"):
+        held_out = np.load(spec["validation_data"])
+        validation = (held_out["tokens"], held_out["labels"])
     result = train_loop(spec["archs"], data["tokens"], data["labels"], spec["vocab_size"], spec["num_classes"],
-                        config["batch_size"], config["steps"])
-    losses = np.asarray(result.pop("final_losses"))
+                        config["batch_size"], config["steps"], threads=spec.get("threads", 2),
+                        device=spec.get("device", "cpu"), validation=validation)
+    losses = np.asarray(result["final_losses"])
     malloc_environment = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_"))
     result |= {
         "compile_seconds": 0.0,
@@ -221,6 +262,7 @@ def main(spec_path: str, result_path: str) -> None:
         "allocator": f"glibc {malloc_environment}" if malloc_environment else "glibc default",
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "cpu_affinity": sorted(os.sched_getaffinity(0)),
         "mean_final_loss": float(np.mean(losses[np.isfinite(losses)])),
         "diverged": int(np.sum(~np.isfinite(losses))),
     }

@@ -110,28 +110,91 @@ def test_executed_flops_follow_the_branches_a_genome_takes():
 
 
 @pytest.mark.slow
-def test_population_benchmark_quick_run_reports_every_method(tmp_path, monkeypatch):
-    """The smoke run writes the JSON shape other scripts read; the run from the persistent compilation cache
-    trains exactly as the fresh compilation does."""
+def test_population_benchmark_quick_run_reports_every_method_with_its_processes(tmp_path, monkeypatch):
+    """The smoke run writes the JSON shape other scripts read; the loops and the torch peer run one process per
+    core, each pinned to its own core; the run from the persistent compilation cache trains exactly as the
+    fresh compilation does."""
     monkeypatch.syspath_prepend(str(EXPERIMENTS))  # the benchmark imports its sibling modules, as a script does
     bench = load_experiment("bench_population")
-    results = bench.main(["--quick", "--repeats", "2", "--out", str(tmp_path / "bench.json")])
+    results = bench.main(["--quick", "--out", str(tmp_path / "bench.json")])
     assert json.loads((tmp_path / "bench.json").read_text()) == json.loads(json.dumps(results))
     (row,) = results["configs"]
-    figures = ("total_seconds", "compile_seconds", "member_steps_per_second", "useful_gflops", "executed_gflops",
-               "compilations", "peak_memory_bytes")
-    for method in bench.METHODS:
-        if row[method] is None:
-            assert method.startswith("torch")  # skipped where torch is not installed
+    cores = len(bench.worker_cores())
+    figures = ("total_seconds", "in_process_seconds", "compile_seconds", "member_steps_per_second", "useful_gflops",
+               "executed_gflops", "compilations", "peak_memory_bytes", "allocator", "processes")
+    for name, method in bench.METHODS.items():
+        if row[name] is None:
+            assert method.program == "torch"  # skipped where torch is not installed
+            continue
+        assert set(figures) <= set(row[name]) and row[name]["allocator"] == results["allocators"][name]
+        if method.per_core:
+            workers = row[name]["workers"]
+            assert row[name]["processes"] == min(cores, 3) == len(workers)
+            assert sorted(w["cpu_affinity"][0] for w in workers) == bench.worker_cores()[:len(workers)]
+            assert all(len(w["cpu_affinity"]) == 1 for w in workers) and sum(w["genomes"] for w in workers) == 3
+            assert row[name]["member_steps_per_second"] == pytest.approx(
+                sum(w["member_steps_per_second"] for w in workers))
         else:
-            assert set(figures) <= set(row[method])
-            totals = [run["total_seconds"] for run in row[method]["runs"]]
-            assert len(totals) == 2 and row[method]["total_seconds"] == min(totals)  # the faster middle run of two
-    # Each round compiles cold: its evonas run fills an empty cache of its own, which its evonas_cached run reads.
-    assert all(run["compile_seconds"] > 2 * cached["compile_seconds"]
-               for run, cached in zip(row["evonas"]["runs"], row["evonas_cached"]["runs"]))
+            assert row[name]["processes"] == 1
+    if row["torch_loop_2_threads"] is not None:
+        assert row["torch_loop_2_threads"]["threads"] == 2
+    assert row["evonas"]["compile_seconds"] > 2 * row["evonas_cached"]["compile_seconds"]  # the cache was empty
     assert row["evonas_cached"]["mean_final_loss"] == row["evonas"]["mean_final_loss"]
     assert row["evonas"]["compilations"] == 2 and row["natural_loop"]["compilations"] == 3
+
+
+def test_genomes_split_interleaved_over_workers_cover_each_genome_once(monkeypatch):
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    methods = load_experiment("bench_methods")
+    groups = methods.split_interleaved(7, 2)
+    assert [g.tolist() for g in groups] == [[0, 2, 4, 6], [1, 3, 5]]
+    assert [g.tolist() for g in methods.split_interleaved(1, 4)] == [[0]]  # no idle worker processes
+
+
+def test_repeated_runs_report_the_median_run_and_every_run(monkeypatch):
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    bench = load_experiment("bench_population")
+    runs = [{"wall_seconds": t, "id": i} for i, t in enumerate([5.0, 3.0, 4.0, 9.0])]
+    median = bench.median_run(runs)
+    assert median["id"] == 2 and median["runs"] == runs  # of an even count, the faster middle one
+    assert bench.median_run([]) is None
+
+
+@pytest.mark.slow
+def test_search_benchmark_quick_run_compares_the_same_children(tmp_path, monkeypatch):
+    """The warm search repeats the cold one bit for bit, and the peer trains and scores every child it
+    trained, one process per core."""
+    pytest.importorskip("torch", reason="the PyTorch peer needs the bench extra: pip install -e '.[bench]'")
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    bench = load_experiment("bench_population")
+    results = bench.main(["--search", "--quick", "--out", str(tmp_path / "search.json")])
+    assert json.loads((tmp_path / "search.json").read_text()) == json.loads(json.dumps(results))
+    (row,) = results["searches"].values()
+    assert row["same_history_cold_warm"] and row["evonas_cold"]["children"] == 8
+    torch = row["torch_per_core"]
+    assert sum(w["children"] for w in torch["workers"]) == 8 and torch["threads_per_process"] == 1
+    assert 0 <= torch["mean_val_accuracy"] <= torch["best_val_accuracy"] <= 1
+    assert row["evonas_warm_faster_by"] == pytest.approx(torch["end_to_end_seconds"]
+                                                         / row["evonas_warm"]["end_to_end_seconds"])
+
+
+@pytest.mark.slow
+def test_accelerator_mode_quick_run_measures_every_phase_and_its_ratios(tmp_path, monkeypatch):
+    """On whatever backend JAX finds (here the CPU), every phase of the accelerator table runs at tiny sizes
+    and the ratios are taken between phases of the same run."""
+    pytest.importorskip("torch", reason="the PyTorch peer needs the bench extra: pip install -e '.[bench]'")
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    bench = load_experiment("bench_population")
+    results = bench.main(["--accelerator", "--quick", "--out", str(tmp_path / "acc.json")])
+    assert json.loads((tmp_path / "acc.json").read_text()) == json.loads(json.dumps(results))
+    phases = results["phases"]
+    assert {name: r["status"] for name, r in phases.items() if r["status"] != "ok"} == {}
+    assert {"evonas_p4", "evonas_p8", "torch_2", "scan_loop_2", "evonas_p8_bfloat16", "search_8"} <= set(phases)
+    ceilings = [r["member_steps_per_second"] for name, r in phases.items() if name.startswith("ceiling_")]
+    assert ceilings and results["ratios"]["evonas_p4_over_ceiling_mean"] == pytest.approx(
+        phases["evonas_p4"]["member_steps_per_second"] / np.mean(ceilings))
+    assert results["ratios"]["search_speedup_over_torch_extrapolated"] == pytest.approx(
+        8 * phases["torch_2"]["seconds_per_genome"] / phases["search_8"]["end_to_end_seconds"])
 
 
 @pytest.mark.slow
@@ -149,9 +212,17 @@ def test_torch_peer_has_the_parameters_of_each_standalone_model_and_trains(monke
         assert sum(p.numel() for p in peer.parameters()) == count_params(model.standalone_shapes(arch)), arch
 
     tokens = np.random.default_rng(0).integers(1, 20, (32, 12)).astype(np.int32)
-    result = torch_models.train_loop([a.to_dict() for a in archs[:2]], tokens, tokens[:, 0] % 3, vocab_size=20,
-                                     num_classes=3, batch_size=8, steps=3)
+    labels = tokens[:, 0] % 3
+    result = torch_models.train_loop([a.to_dict() for a in archs[:2]], tokens, labels, vocab_size=20,
+                                     num_classes=3, batch_size=8, steps=3, threads=1, validation=(tokens, labels))
     assert len(result["final_losses"]) == 2 and np.all(np.isfinite(result["final_losses"]))
+    assert len(result["validation_accuracies"]) == 2 and all(0 <= a <= 1 for a in result["validation_accuracies"])
+
+    # Scoring reads the whole split whatever the batch size, with dropout off.
+    peer = torch_models.TextClassifier(archs[0].to_dict(), 20, 12, 3)
+    as_tensors = (torch_models.torch.from_numpy(tokens).long(), torch_models.torch.from_numpy(labels).long())
+    assert torch_models.evaluate(peer, *as_tensors, 5) == pytest.approx(torch_models.evaluate(peer, *as_tensors, 256))
+    assert peer.training
 
 
 def test_grouped_form_executes_at_most_three_times_the_useful_flops(monkeypatch, capsys):
