@@ -19,6 +19,7 @@ from evonas import data as data_lib
 from evonas.checkpoint import Checkpoints, Progress, ResumeError
 from evonas.member import TrainConfig
 from evonas.models import Architecture, count_params, forward_flops
+from evonas.monitor import GenerationMonitor
 from evonas.population import Population
 from evonas.sharding import memory_budget_bytes
 from evonas.space import SearchSpace, text_classifier_space
@@ -203,6 +204,7 @@ def run_search(config: SearchConfig, out_dir: str | Path, progress: bool = True,
         log.truncate(earlier.history_bytes)  # drops the lines of a generation that no checkpoint covers
         bar.update(len(history))
         state = earlier.strategy
+        monitor = GenerationMonitor(out, config.population_size, config.steps, num_generations, int(state.generation))
         for generation in range(int(state.generation), num_generations):
             key_ask, key_init, key_train = jax.random.split(jax.random.fold_in(key, generation), 3)
             children, parents = strategy.ask(key_ask, state)
@@ -224,10 +226,11 @@ def run_search(config: SearchConfig, out_dir: str | Path, progress: bool = True,
             checkpoints.save(Progress(state, history_bytes=os.fstat(log.fileno()).st_size,
                                       wall_seconds=earlier.wall_seconds + time.perf_counter() - start,
                                       compilations=earlier.compilations + population.traces))
-            best = max((r for r in history if not r["diverged"]), key=lambda r: r["fitness"], default=None)
+            monitor.record(generation, history, earlier.wall_seconds + time.perf_counter() - start,
+                           earlier.compilations + population.traces)
             bar.update(config.children_per_generation)
-            if best is not None:
-                bar.set_postfix(best_val_accuracy=f"{best['val_accuracy']:.3f}")
+            bar.set_postfix(monitor.postfix())
+        monitor.close()
 
     summary = summarize(space, history, config, earlier.compilations + population.traces,
                         earlier.wall_seconds + time.perf_counter() - start)
