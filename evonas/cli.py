@@ -116,6 +116,13 @@ def _predict_parser(subparsers):
                         "probabilities")
 
 
+def _report_parser(subparsers):
+    parser = subparsers.add_parser("report", help="an HTML page of plots and tables about one or several runs")
+    parser.add_argument("run_dirs", metavar="RUN_DIR", nargs="+", help="directories written by `evonas search`")
+    parser.add_argument("--out", metavar="FILE.html", help="default: RUN_DIR/report.html for one run, "
+                        "./report.html for several")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="evonas", description="Evolutionary architecture search for text models.")
     subparsers = parser.add_subparsers(dest="command", required=True)
@@ -123,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     _retrain_parser(subparsers)
     _predict_parser(subparsers)
     _data_parser(subparsers)
+    _report_parser(subparsers)
     args = parser.parse_args(argv)
     _log_to_stderr()
     _keep_compiled_programs()
@@ -134,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         return _predict(args)
     if args.command == "data":
         return _data_import(args)
+    if args.command == "report":
+        return _report(args)
     return 2
 
 
@@ -239,6 +249,19 @@ def _retrain(args) -> int:
     out = Path(args.run_dir).resolve() / "retrain"
     print(f"exported rank {exported['rank']}, seed {exported['seed']} (test accuracy {exported['test_accuracy']:.4f}) "
           f"to {out / exported['path']}; results in {out / 'results.json'}")
+    return 0
+
+
+def _report(args) -> int:
+    from evonas.report import write_report
+    from evonas.report_data import ReportError
+
+    try:
+        path = write_report(args.run_dirs, args.out)
+    except (ReportError, OSError) as error:
+        print(f"evonas report: {error}", file=sys.stderr)
+        return 2
+    print(f"report written to {path.resolve()}")
     return 0
 
 
