@@ -149,10 +149,11 @@ def overlay(runs: list[data.RunData]) -> bytes:
         stacked = np.vstack([c[:length] for c in curves])
         x = np.arange(1, length + 1)
         for curve in stacked:
-            ax.plot(x, curve, color=f"C{color}", lw=0.6, alpha=0.4)
+            ax.plot(x, curve, color=f"C{color}", lw=0.6, alpha=0.4, drawstyle="steps-post")
         mean, std = np.nanmean(stacked, axis=0), np.nanstd(stacked, axis=0)
-        ax.plot(x, mean, color=f"C{color}", lw=2, label=f"{strategy}: mean of {len(curves)} runs")
-        ax.fill_between(x, mean - std, mean + std, color=f"C{color}", alpha=0.2)
+        ax.plot(x, mean, color=f"C{color}", lw=2, drawstyle="steps-post",
+                label=f"{strategy}: mean of {len(curves)} run{'s' if len(curves) > 1 else ''}")
+        ax.fill_between(x, mean - std, mean + std, color=f"C{color}", alpha=0.2, step="post")
     ax.set(xlabel="children evaluated", ylabel="best-so-far validation accuracy", title="band: mean ± one std")
     ax.legend()
     ax.grid(alpha=0.3)
