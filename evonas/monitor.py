@@ -93,6 +93,7 @@ class GenerationMonitor:
 
     def record(self, generation: int, history: list[dict[str, Any]], wall_seconds: float, compilations: int) -> None:
         """Called once `generation` is done and `history` holds its children."""
+        wall_seconds, compilations = float(wall_seconds), int(compilations)  # a restored checkpoint's are numpy
         previous = self._kept[-1]["wall_seconds"] if self._kept else 0.0
         scalars = population_scalars(history, self.population_size, self.steps)
         scalars.update({"progress/seconds": wall_seconds, "progress/generation_seconds": wall_seconds - previous,

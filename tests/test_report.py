@@ -2,6 +2,7 @@
 
 import base64
 import dataclasses
+import html
 import io
 import json
 import re
@@ -60,7 +61,7 @@ def test_page_shows_top_genomes_with_their_retrained_test_accuracy_and_costs(run
         assert f"{genome['test_accuracy_mean']:.4f} ± {genome['test_accuracy_std']:.4f}" in page
     summary = json.loads((run_dir / "summary.json").read_text())
     assert f"<td>{summary['compilations']}</td>" in page and f"{summary['wall_seconds']:.4f}" in page
-    assert '"population_size": 8' in page, "the config"
+    assert '"population_size": 8' in html.unescape(page), "the config"
 
 
 def test_two_runs_overlay_their_best_so_far_curves(run_dir, tmp_path):
