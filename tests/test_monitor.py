@@ -90,7 +90,7 @@ def test_resumed_monitor_drops_the_later_generations_of_an_earlier_session(tmp_p
     first.close()
     resumed = GenerationMonitor(tmp_path, population_size=4, steps=10, num_generations=3, done_generations=1)
     assert [json.loads(line)["generation"] for line in (tmp_path / GENERATIONS).read_text().splitlines()] == [0]
-    resumed.record(1, fake_history(4), wall_seconds=2.5, compilations=3)
+    resumed.record(1, fake_history(4), wall_seconds=np.float64(2.5), compilations=np.int64(3))  # as restored
     resumed.close()
     lines = [json.loads(line) for line in (tmp_path / GENERATIONS).read_text().splitlines()]
     assert [(g["generation"], g["wall_seconds"]) for g in lines] == [(0, 1.0), (1, 2.5)]
