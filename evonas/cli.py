@@ -81,6 +81,13 @@ def _predict_parser(subparsers):
                         "probabilities")
 
 
+def _report_parser(subparsers):
+    parser = subparsers.add_parser("report", help="an HTML page of plots and tables about one or several runs")
+    parser.add_argument("run_dirs", metavar="RUN_DIR", nargs="+", help="directories written by `evonas search`")
+    parser.add_argument("--out", metavar="FILE.html", help="default: RUN_DIR/report.html for one run, "
+                        "./report.html for several")
+
+
 DEFAULT_OUT = "runs/search"
 
 
@@ -105,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     _retrain_parser(subparsers)
     _predict_parser(subparsers)
     _data_parser(subparsers)
+    _report_parser(subparsers)
     command = "evonas"
     try:
         args, unknown = parser.parse_known_args(argv)
@@ -113,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError(f"unrecognized arguments: {' '.join(unknown)}")
         _log_to_stderr()
         _keep_compiled_programs()
-        commands = {"search": _search, "retrain": _retrain, "predict": _predict, "data": _data_import}
+        commands = {"search": _search, "retrain": _retrain, "predict": _predict, "data": _data_import,
+                    "report": _report}
         return commands[args.command](args)
     except InputError as error:
         print(f"{getattr(error, 'prog', command)}: error: {' '.join(str(error).split())}", file=sys.stderr)
@@ -253,6 +262,17 @@ def _retrain(args) -> int:
     out = Path(args.run_dir).resolve() / "retrain"
     print(f"exported rank {exported['rank']}, seed {exported['seed']} (test accuracy {exported['test_accuracy']:.4f}) "
           f"to {out / exported['path']}; results in {out / 'results.json'}")
+    return 0
+
+
+def _report(args) -> int:
+    from evonas.report import write_report
+
+    try:
+        path = write_report(args.run_dirs, args.out)
+    except OSError as error:
+        raise InputError(f"{error.filename}: {error.strerror}") from None
+    print(f"report written to {path.resolve()}")
     return 0
 
 

@@ -17,6 +17,7 @@ from evonas import run_dir
 from evonas.checkpoint import Checkpoints, Progress, ResumeError
 from evonas.errors import ConfigError
 from evonas.models import Architecture, count_params, forward_flops
+from evonas.monitor import GenerationMonitor
 from evonas.options import SearchConfig
 from evonas.population import Population
 from evonas.sharding import memory_budget_bytes
@@ -139,6 +140,7 @@ def run_search(config: SearchConfig, out_dir: str | Path, progress: bool = True,
         log.truncate(earlier.history_bytes)  # drops the lines of a generation that no checkpoint covers
         bar.update(len(history))
         state = earlier.strategy
+        monitor = GenerationMonitor(out, config.population_size, config.steps, num_generations, int(state.generation))
         for generation in range(int(state.generation), num_generations):
             key_ask, key_init, key_train = jax.random.split(jax.random.fold_in(key, generation), 3)
             children, parents = strategy.ask(key_ask, state)
@@ -160,10 +162,11 @@ def run_search(config: SearchConfig, out_dir: str | Path, progress: bool = True,
             checkpoints.save(Progress(state, history_bytes=os.fstat(log.fileno()).st_size,
                                       wall_seconds=earlier.wall_seconds + time.perf_counter() - start,
                                       compilations=earlier.compilations + population.traces))
-            best = max((r for r in history if not r["diverged"]), key=lambda r: r["fitness"], default=None)
+            monitor.record(generation, history, earlier.wall_seconds + time.perf_counter() - start,
+                           earlier.compilations + population.traces)
             bar.update(config.children_per_generation)
-            if best is not None:
-                bar.set_postfix(best_val_accuracy=f"{best['val_accuracy']:.3f}")
+            bar.set_postfix(monitor.postfix())
+        monitor.close()
 
     summary = summarize(space, history, config, earlier.compilations + population.traces,
                         earlier.wall_seconds + time.perf_counter() - start)
