@@ -21,6 +21,7 @@ OPTION_TO_FIELD = {  # CLI option -> SearchConfig field
 
 def _search_parser(subparsers):
     from evonas.search import SearchConfig
+    from evonas.strategies import STRATEGIES
 
     defaults = SearchConfig()
     parser = subparsers.add_parser("search", help="evolve text-classifier architectures on a task")
@@ -30,7 +31,8 @@ def _search_parser(subparsers):
                          "with the config it was started with")
     parser.add_argument("--config", help="JSON file of SearchConfig fields (e.g. a narrower 'space'); options override it")
     parser.add_argument("--seed", type=int, help=f"default {defaults.seed}")
-    parser.add_argument("--strategy", choices=["evolution", "random"], help=f"default {defaults.strategy}")
+    parser.add_argument("--strategy", choices=list(STRATEGIES), help="aging evolution, random search, or evosax's "
+                        f"genetic algorithm (ga) or CMA-ES (cma_es) (default {defaults.strategy})")
     parser.add_argument("--population", type=int, help=f"population size P (default {defaults.population_size})")
     parser.add_argument("--sample-size", type=int, help=f"tournament size S (default {defaults.sample_size})")
     parser.add_argument("--children", type=int, help=f"children evaluated in total (default {defaults.num_children})")

@@ -16,6 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from evonas import data as data_lib
+from evonas import strategies
 from evonas.checkpoint import Checkpoints, Progress, ResumeError
 from evonas.member import TrainConfig
 from evonas.models import Architecture, count_params, forward_flops
@@ -121,11 +122,10 @@ def load_task(config: SearchConfig) -> data_lib.TextTask:
 
 
 def make_strategy(config: SearchConfig, space: SearchSpace):
-    sizes = {"population_size": config.population_size, "num_children_per_generation": config.children_per_generation}
-    if config.strategy == "random":
-        return STRATEGIES["random"](space, **sizes)
-    return STRATEGIES[config.strategy](space, sample_size=config.sample_size, mutation_rate=config.mutation_rate,
-                                       crossover_rate=config.crossover_rate, **sizes)
+    return strategies.make(config.strategy, space, population_size=config.population_size,
+                           num_children_per_generation=config.children_per_generation,
+                           sample_size=config.sample_size, mutation_rate=config.mutation_rate,
+                           crossover_rate=config.crossover_rate)
 
 
 CHECKPOINTS = "checkpoints"  # the run directory's subdirectory of per-generation checkpoints
