@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from evonas import replay
+
 OPTION_TO_FIELD = {  # CLI option -> SearchConfig field
     "seed": "seed", "strategy": "strategy", "population": "population_size", "sample_size": "sample_size",
     "children": "num_children", "batch": "children_per_generation", "steps": "steps",
@@ -124,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     _retrain_parser(subparsers)
     _predict_parser(subparsers)
     _data_parser(subparsers)
+    replay.add_parser(subparsers)
     args = parser.parse_args(argv)
     _log_to_stderr()
     _keep_compiled_programs()
@@ -135,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         return _predict(args)
     if args.command == "data":
         return _data_import(args)
+    if args.command == "replay":
+        return replay.run_command(args)
     return 2
 
 
