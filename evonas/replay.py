@@ -28,7 +28,7 @@ import numpy as np
 from flax import struct
 
 from evonas import strategies
-from evonas.tables import TableError, encode_jax, load_table
+from evonas.tables import TableError, load_table
 
 ObjectiveFn = Callable[[jax.Array], tuple[jax.Array, jax.Array]]  # int32[N, G] -> (float32[N], found bool[N])
 
@@ -45,13 +45,13 @@ REPLAY_DEFAULTS: dict[str, dict[str, Any]] = {
 
 @struct.dataclass
 class Memory:
-    """What one search has read: the codes of distinct genomes and their metrics, in reading order."""
+    """What one search has read: distinct genomes and their metrics, in reading order."""
 
-    codes: jax.Array  # int32[num_evaluations]; -1 where nothing was read yet
+    genomes: jax.Array  # int32[num_evaluations, num_genes]; -1 where nothing was read yet
     values: jax.Array  # float32[num_evaluations]
     num_read: jax.Array  # int32[]
-    best: jax.Array  # float32[]: the best metric read; -inf before any
-    missing: jax.Array  # int32[]: code of a genome not in the table, -1 if none was asked
+    best: jax.Array  # float32[]: the best finite metric read; -inf before any
+    missing: jax.Array  # int32[num_genes]: a genome the objective did not find (not in the table), or all -1
 
 
 def make_search(strategy: strategies.Strategy, objective_fn: ObjectiveFn, num_evaluations: int,
@@ -60,12 +60,13 @@ def make_search(strategy: strategies.Strategy, objective_fn: ObjectiveFn, num_ev
 
     Args:
       strategy: any registered strategy; its `ask` and `tell` run inside the loop.
-      objective_fn: jittable; maps genomes int32[N, G] to (metric float32[N], found bool[N]), higher is better.
+      objective_fn: jittable; maps genomes int32[N, G] to (metric float32[N], found bool[N]), higher is better;
+        NaN is the worst.
       num_evaluations: the budget of distinct genomes read.
       max_generations: a search stops here even if its budget is not spent; default 10x the generations that
         `num_evaluations` needs when no child repeats.
     """
-    space, num_children = strategy.space, strategy.num_children_per_generation
+    num_children = strategy.num_children_per_generation
     if max_generations is None:
         max_generations = 10 * math.ceil(num_evaluations / num_children)
     arange = jnp.arange(num_children, dtype=jnp.int32)
@@ -73,24 +74,23 @@ def make_search(strategy: strategies.Strategy, objective_fn: ObjectiveFn, num_ev
     def generation(carry):
         key, state, memory, step = carry
         children, _ = strategy.ask(jax.random.fold_in(key, step), state)
-        codes = encode_jax(space, children)
-        seen = codes[:, None] == memory.codes[None, :]  # [children, num_evaluations]
+        seen = jnp.all(children[:, None, :] == memory.genomes[None, :, :], axis=2)  # [children, num_evaluations]
         in_memory = seen.any(axis=1)
         remembered = memory.values[jnp.argmax(seen, axis=1)]
-        first_in_batch = jnp.argmax(codes[:, None] == codes[None, :], axis=1) == arange
-        new = ~in_memory & first_in_batch
+        same = jnp.all(children[:, None, :] == children[None, :, :], axis=2)
+        new = ~in_memory & (jnp.argmax(same, axis=1) == arange)  # not read before, nor earlier in this batch
         slot = memory.num_read + jnp.cumsum(new.astype(jnp.int32)) - 1
         read = new & (slot < num_evaluations)  # the budget may end inside a generation
         looked_up, found = objective_fn(children)
         values = jnp.where(in_memory, remembered, looked_up)
         slot = jnp.where(read, slot, num_evaluations)  # out of range: dropped
-        missing_now = jnp.where(read & ~found, codes, -1).max()
+        is_missing = read & ~found
         memory = memory.replace(
-            codes=memory.codes.at[slot].set(codes, mode="drop"),
+            genomes=memory.genomes.at[slot].set(children, mode="drop"),
             values=memory.values.at[slot].set(looked_up, mode="drop"),
             num_read=memory.num_read + read.sum(dtype=jnp.int32),
-            best=jnp.maximum(memory.best, jnp.where(read & found, looked_up, -jnp.inf).max()),
-            missing=jnp.maximum(memory.missing, missing_now),
+            best=jnp.maximum(memory.best, jnp.where(read & found & jnp.isfinite(looked_up), looked_up, -jnp.inf).max()),
+            missing=jnp.where(is_missing.any(), children[jnp.argmax(is_missing)], memory.missing),
         )
         return key, strategy.tell(state, children, values), memory, step + 1
 
@@ -99,9 +99,10 @@ def make_search(strategy: strategies.Strategy, objective_fn: ObjectiveFn, num_ev
         return (memory.num_read < num_evaluations) & (step < max_generations)
 
     def search(key: jax.Array) -> tuple[Memory, jax.Array]:
-        memory = Memory(codes=jnp.full((num_evaluations,), -1, jnp.int32),
+        num_genes = strategy.space.num_genes
+        memory = Memory(genomes=jnp.full((num_evaluations, num_genes), -1, jnp.int32),
                         values=jnp.full((num_evaluations,), jnp.nan, jnp.float32), num_read=jnp.array(0, jnp.int32),
-                        best=jnp.array(-jnp.inf, jnp.float32), missing=jnp.array(-1, jnp.int32))
+                        best=jnp.array(-jnp.inf, jnp.float32), missing=jnp.full((num_genes,), -1, jnp.int32))
         _, _, memory, steps = jax.lax.while_loop(running, generation, (key, strategy.init(), memory, jnp.array(0, jnp.int32)))
         return memory, steps
 
@@ -148,9 +149,9 @@ def replay_table(path: str, metric: str, genes: list[str] | None, num_evaluation
                          f"{[name for name in accepted if name not in ('self', 'space')]}")
     strategy = strategies.make(strategy_name, table.space, **{**REPLAY_DEFAULTS[strategy_name], **(settings or {})})
     result = replay(strategy, table.lookup(metric), num_evaluations, num_seeds, seed, max_generations)
-    if (missing := result["missing"].max()) >= 0:
-        genome = np.unravel_index(int(missing), table.space.num_choices)
-        raise TableError(f"{path}: the search asked for genome {table.space.decode(np.array(genome))}, which is not "
+    if (result["missing"] >= 0).any():
+        genome = result["missing"][np.argmax((result["missing"] >= 0).all(axis=1))]
+        raise TableError(f"{path}: the search asked for genome {table.space.decode(genome)}, which is not "
                          f"in the table; a table for search must hold every combination of its gene values")
     best = result["best"].astype(np.float64)
     table_max = float(np.nanmax(table.column(metric)))

@@ -5,7 +5,7 @@
 Each table has 6 genes of 5 choices (15,625 rows, the size of NAS-Bench-201) and one metric, `score`, with a
 single maximum at a known genome:
   structured: per-gene effects plus random pairwise interactions (some genes matter more, pairs interact), a
-              landscape like a trained-accuracy table; the optimum is planted 0.02 above the best other genome.
+              landscape like a trained-accuracy table; its optimum is found by enumeration.
   smooth:     minus the squared distance to a target genome, with gene values read as ordered; one basin.
   deceptive:  a trap: away from the target the score grows with the distance from it, so hill climbing is led
               away; the target itself scores highest.
@@ -41,8 +41,8 @@ def scores(kind: str, genomes: np.ndarray, seed: int = 0) -> tuple[np.ndarray, n
         for i, j in itertools.combinations(range(NUM_GENES), 2):
             value += pairs[i, j, genomes[:, i], genomes[:, j]]
         value = 0.5 + 0.4 * (value - value.min()) / (value.max() - value.min())  # like accuracies in [0.5, 0.9]
-        is_target = (genomes == target).all(axis=1)
-        value[is_target] = value[~is_target].max() + 0.02
+        target = genomes[np.argmax(value)]  # the optimum is where the structure puts it, found by enumeration
+        distance = np.abs(genomes - target).sum(axis=1)
     elif kind == "smooth":
         value = 0.9 - 0.002 * ((genomes - target) ** 2).sum(axis=1)
     elif kind == "deceptive":

@@ -114,7 +114,15 @@ def test_asking_a_genome_again_costs_no_budget(tmp_path):
     np.testing.assert_array_equal(result["best"], 7.0)  # having read all 8, every search found the maximum
     assert result["generations"].max() > 2  # two generations would do if nothing repeated
     memory, _ = jax.jit(make_search(strategy, table.lookup("score"), 8, 100))(jax.random.key(0))
-    assert sorted(memory.codes.tolist()) == list(range(8))
+    assert sorted(map(tuple, memory.genomes.tolist())) == [(a, b, c) for a in range(2) for b in range(2) for c in range(2)]
+
+
+def test_replay_on_a_table_without_every_combination_is_a_clear_error(tmp_path, capsys):
+    path = write_csv(tmp_path / "sparse.csv", ["a,b,score", "0,0,1", "1,1,2", "0,1,3"])
+    argv = ["replay", "--table", str(path), "--metric", "score", "--evaluations", "3", "--seeds", "20",
+            "--strategy", "random", "--out", str(tmp_path / "r.json")]
+    assert main(argv) == 2
+    assert "the search asked for genome {'a': 1, 'b': 0}, which is not in the table" in capsys.readouterr().err
 
 
 def test_replay_command_writes_the_results(smooth_table, tmp_path):

@@ -1,0 +1,58 @@
+"""Aging evolution's settings for small budgets, then every strategy at equal budget, on the synthetic tables.
+
+    python experiments/synthetic_tables.py --out experiments/tables
+    python experiments/strategy_study.py --seeds 1000 --out experiments/results/strategy_study.json
+
+About 15 minutes on a busy 2-core CPU (each replay compiles for a few seconds, then runs 1,000 searches in about
+one). Each row is `evonas replay` on one table at one budget: mean ± sd of the best score found per seed, and the
+share of seeds that found the table's maximum. `--smoke` runs two settings on one table with 20 seeds.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+from evonas.replay import REPLAY_DEFAULTS, replay_table
+
+TABLES = ("structured", "smooth", "deceptive")
+BUDGETS = (100, 200)
+# Aging evolution: population and tournament size, per-gene mutation rate (0: exactly one gene moves), crossover.
+TUNING = [{"population_size": p, "sample_size": s, "mutation_rate": m, "crossover_rate": 0.0}
+          for p, s in ((5, 2), (10, 3), (20, 5), (40, 10)) for m in (0.0, 0.2)]
+TUNING += [{"population_size": p, "sample_size": s, "mutation_rate": 0.0, "crossover_rate": 0.5}
+           for p, s in ((10, 3), (20, 5))]
+
+
+def run(table_dir: Path, strategy: str, settings: dict, seeds: int, tables=TABLES) -> list[dict]:
+    rows = []
+    for table in tables:
+        for budget in BUDGETS:
+            result = replay_table(str(table_dir / f"{table}.csv"), "score", None, budget, seeds, strategy, settings)
+            rows.append({"table": table, "evaluations": budget, "strategy": strategy, "settings": result["settings"],
+                         "best_mean": result["best_mean"], "best_std": result["best_std"],
+                         "found_max_share": result["found_max_share"], "short": result["short"],
+                         "seconds": result["seconds"]})
+            print(f"{table:10s} {budget:4d} {strategy:9s} {json.dumps(settings):90s} {result['best_mean']:.4f} ± "
+                  f"{result['best_std']:.4f}  found {result['found_max_share']:.3f}  {result['seconds']:.1f} s",
+                  flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tables", default="experiments/tables")
+    parser.add_argument("--seeds", type=int, default=1000)
+    parser.add_argument("--out", default="experiments/results/strategy_study.json")
+    parser.add_argument("--smoke", action="store_true")
+    args = parser.parse_args()
+    table_dir, tables = Path(args.tables), TABLES[:1] if args.smoke else TABLES
+    tuning = [run(table_dir, "evolution", settings, args.seeds, tables) for settings in TUNING[:2 if args.smoke else None]]
+    comparison = [run(table_dir, name, {}, args.seeds, tables) for name in REPLAY_DEFAULTS]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"seeds": args.seeds, "tuning": [r for rows in tuning for r in rows],
+                                          "comparison": [r for rows in comparison for r in rows]}, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
