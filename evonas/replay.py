@@ -35,7 +35,7 @@ ObjectiveFn = Callable[[jax.Array], tuple[jax.Array, jax.Array]]  # int32[N, G] 
 # Each strategy's settings for small budgets; aging evolution's were tuned on the synthetic tables at 100 and 200
 # evaluations (experiments/README.md, "Strategy defaults for small budgets").
 REPLAY_DEFAULTS: dict[str, dict[str, Any]] = {
-    "evolution": {"population_size": 10, "sample_size": 3, "num_children_per_generation": 1, "mutation_rate": 0.0,
+    "evolution": {"population_size": 20, "sample_size": 5, "num_children_per_generation": 1, "mutation_rate": 0.0,
                   "crossover_rate": 0.0},
     "random": {"population_size": 10, "num_children_per_generation": 10},
     "ga": {"num_children_per_generation": 10},

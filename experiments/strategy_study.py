@@ -37,13 +37,39 @@ def run(table_dir: Path, strategy: str, settings: dict, seeds: int, tables=TABLE
     return rows
 
 
+def label(part: str, row: dict) -> str:
+    if part == "comparison":
+        return row["strategy"]
+    return "P={population_size} S={sample_size} m={mutation_rate} c={crossover_rate}".format(**row["settings"])
+
+
+def markdown(results: dict) -> str:
+    """The comparison and tuning tables as Markdown: best score mean ± sd (share of seeds finding the maximum)."""
+    lines = []
+    for part in ("comparison", "tuning"):
+        rows = {(label(part, r), r["table"], r["evaluations"]): r for r in results[part]}
+        columns = sorted({key[1:] for key in rows}, key=lambda c: (TABLES.index(c[0]), c[1]))
+        lines += [f"| {part} | " + " | ".join(f"{t} {n}" for t, n in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+        for name in dict.fromkeys(key[0] for key in rows):
+            cells = [rows.get((name, *column)) for column in columns]
+            lines.append(f"| {name} | " + " | ".join(
+                f"{r['best_mean']:.4f} ± {r['best_std']:.4f} ({r['found_max_share']:.3f})" if r else "" for r in cells)
+                + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tables", default="experiments/tables")
     parser.add_argument("--seeds", type=int, default=1000)
     parser.add_argument("--out", default="experiments/results/strategy_study.json")
     parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--markdown", metavar="FILE.json", help="only print the tables of an earlier study")
     args = parser.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(Path(args.markdown).read_text())))
+        return
     table_dir, tables = Path(args.tables), TABLES[:1] if args.smoke else TABLES
     results = {"seeds": args.seeds, "tuning": [], "comparison": []}
     out = Path(args.out)
@@ -54,6 +80,7 @@ def main() -> None:
     for name in REPLAY_DEFAULTS:  # each strategy with the defaults `evonas replay` uses
         results["comparison"] += run(table_dir, name, {}, args.seeds, tables)
         out.write_text(json.dumps(results, indent=1))
+    print(markdown(results))
     print(f"wrote {args.out}")
 
 

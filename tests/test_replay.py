@@ -136,7 +136,7 @@ def test_replay_command_writes_the_results(smooth_table, tmp_path):
     assert len(result["best"]) == 200 and result["evaluations"] == 50 and result["strategy"] == "evolution"
     assert result["table_max"] == pytest.approx(0.9) and max(result["best"]) <= result["table_max"]
     assert result["found_max_share"] == np.mean(np.float32(result["best"]) == np.float32(result["table_max"]))
-    assert result["settings"]["population_size"] == 10
+    assert result["settings"]["population_size"] == 20
 
 
 @pytest.mark.parametrize("extra, message", [
