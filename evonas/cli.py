@@ -81,6 +81,18 @@ def _predict_parser(subparsers):
                         "probabilities")
 
 
+def _replay_parser(subparsers):
+    from evonas.replay import add_parser
+
+    add_parser(subparsers)
+
+
+def _replay(args) -> int:
+    from evonas.replay import run_command
+
+    return run_command(args)
+
+
 def _report_parser(subparsers):
     parser = subparsers.add_parser("report", help="an HTML page of plots and tables about one or several runs")
     parser.add_argument("run_dirs", metavar="RUN_DIR", nargs="+", help="directories written by `evonas search`")
@@ -113,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     _predict_parser(subparsers)
     _data_parser(subparsers)
     _report_parser(subparsers)
+    _replay_parser(subparsers)
     command = "evonas"
     try:
         args, unknown = parser.parse_known_args(argv)
@@ -122,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         _log_to_stderr()
         _keep_compiled_programs()
         commands = {"search": _search, "retrain": _retrain, "predict": _predict, "data": _data_import,
-                    "report": _report}
+                    "report": _report, "replay": _replay}
         return commands[args.command](args)
     except InputError as error:
         print(f"{getattr(error, 'prog', command)}: error: {' '.join(str(error).split())}", file=sys.stderr)

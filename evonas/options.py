@@ -113,8 +113,8 @@ class SearchConfig:
     OPTIONS: ClassVar[dict[str, Option]] = {}  # field name -> Option, filled from the declarations below
 
     seed: int = option(0, "the search's seed", low=0, high=2**32 - 1)
-    strategy: str = option("evolution", "how children are bred: aging evolution, or uniform random genomes "
-                           "(the baseline)", choices=tuple(STRATEGIES))
+    strategy: str = option("evolution", "how children are bred: aging evolution, uniform random genomes "
+                           "(the baseline), or evosax's SimpleGA (ga) or CMA-ES (cma_es)", choices=tuple(STRATEGIES))
     # Many short-trained children beat a few long-trained ones: evolution needs generations to select over
     # (experiments/README.md, "Evolution against random search"). About a minute on a quiet 2-core CPU.
     population_size: int = option(16, "population size P: members alive at once; the first P children are "

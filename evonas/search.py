@@ -13,7 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from evonas import data as data_lib
-from evonas import run_dir
+from evonas import run_dir, strategies
 from evonas.checkpoint import Checkpoints, Progress, ResumeError
 from evonas.errors import ConfigError
 from evonas.models import Architecture, count_params, forward_flops
@@ -22,7 +22,6 @@ from evonas.options import SearchConfig
 from evonas.population import Population
 from evonas.sharding import memory_budget_bytes
 from evonas.space import SearchSpace
-from evonas.strategies import STRATEGIES
 from evonas.supernet import PopulationModel
 
 __all__ = ["SearchConfig", "load_task", "run_search"]  # SearchConfig is declared, option by option, in evonas.options
@@ -44,11 +43,10 @@ def load_task(config: SearchConfig) -> data_lib.TextTask:
 
 
 def make_strategy(config: SearchConfig, space: SearchSpace):
-    sizes = {"population_size": config.population_size, "num_children_per_generation": config.children_per_generation}
-    if config.strategy == "random":
-        return STRATEGIES["random"](space, **sizes)
-    return STRATEGIES[config.strategy](space, sample_size=config.sample_size, mutation_rate=config.mutation_rate,
-                                       crossover_rate=config.crossover_rate, **sizes)
+    return strategies.make(config.strategy, space, population_size=config.population_size,
+                           num_children_per_generation=config.children_per_generation,
+                           sample_size=config.sample_size, mutation_rate=config.mutation_rate,
+                           crossover_rate=config.crossover_rate)
 
 
 CHECKPOINTS = run_dir.CHECKPOINTS  # the run directory's subdirectory of per-generation checkpoints

@@ -1,4 +1,4 @@
-"""Ask/tell search strategies over integer genomes: aging evolution and random search.
+"""Ask/tell search strategies over integer genomes: aging evolution, random search, and evosax's (registered here).
 
 A strategy object holds only static settings; everything that changes between generations lives in
 `State`, so `ask` and `tell` compile once, run inside `lax.scan`, and `vmap` over seeds. A checkpoint
@@ -10,6 +10,8 @@ of a search is just the `State` pytree.
         children, parents = strategy.ask(jax.random.fold_in(key, generation), state)
         state = strategy.tell(state, children, evaluate(children))
 """
+
+import inspect
 
 import jax
 import jax.numpy as jnp
@@ -235,4 +237,19 @@ class RandomSearch(Strategy):
         return children, parents
 
 
-STRATEGIES: dict[str, type[Strategy]] = {"evolution": AgingEvolution, "random": RandomSearch}
+# evosax's strategies build on `Strategy` above, so they are imported once it exists.
+from evonas.evosax_strategies import EVOSAX_STRATEGIES
+
+STRATEGIES: dict[str, type[Strategy]] = {"evolution": AgingEvolution, "random": RandomSearch, **EVOSAX_STRATEGIES}
+
+
+def make(name: str, space: SearchSpace, **settings) -> Strategy:
+    """The strategy called `name`, given those of `settings` its constructor takes; the others are ignored.
+
+    So one set of settings (a search's config) can build any strategy: random search takes no `sample_size`.
+    """
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r}; choose from {sorted(STRATEGIES)}")
+    cls = STRATEGIES[name]
+    accepted = inspect.signature(cls.__init__).parameters
+    return cls(space, **{key: value for key, value in settings.items() if key in accepted})

@@ -59,7 +59,7 @@ def test_compilations_do_not_grow_with_children(run_dir, tmp_path):
 def test_bad_settings_raise_clear_errors():
     with pytest.raises(ConfigError, match=r"--children \(10\) must be a multiple of --children-per-generation \(4\)"):
         small_config(num_children=10)
-    with pytest.raises(ConfigError, match="--strategy must be one of 'evolution', 'random', got 'annealing'"):
+    with pytest.raises(ConfigError, match="--strategy must be one of 'evolution', 'random', 'ga', 'cma_es', got 'annealing'"):
         small_config(strategy="annealing")
     with pytest.raises(ConfigError, match=r"unknown config keys \['populaton'\]"):
         SearchConfig.from_dict({"populaton": 3})

@@ -31,9 +31,8 @@ def whole_population_tournament() -> AgingEvolution:
 @pytest.fixture(scope="module")
 def text_strategies() -> dict[str, strategies.Strategy]:
     """One instance of each registered strategy over the text-classifier space."""
-    settings = {"population_size": 5, "num_children_per_generation": 2}
-    extra = {"evolution": {"sample_size": 2, "crossover_rate": 0.5}, "random": {}}
-    return {name: cls(text_classifier_space(), **settings, **extra[name]) for name, cls in STRATEGIES.items()}
+    settings = {"population_size": 5, "num_children_per_generation": 2, "sample_size": 2, "crossover_rate": 0.5}
+    return {name: strategies.make(name, text_classifier_space(), **settings) for name in STRATEGIES}
 
 
 @pytest.fixture(scope="module")
