@@ -14,6 +14,7 @@ curves against wall time: history.jsonl holds no times, so that a seed and confi
 """
 
 import json
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -23,6 +24,8 @@ import numpy as np
 
 TENSORBOARD = "tensorboard"  # the run directory's subdirectory of TensorBoard event files
 GENERATIONS = "generations.jsonl"  # one line per generation: children, wall_seconds and compilations so far
+
+logger = logging.getLogger(__name__)
 
 
 def living_population(history: list[dict[str, Any]], population_size: int) -> list[dict[str, Any]]:
@@ -71,8 +74,6 @@ class GenerationMonitor:
 
     def __init__(self, run_dir: str | Path, population_size: int, steps: int, num_generations: int,
                  done_generations: int):
-        from tensorboardX import SummaryWriter
-
         self.run_dir = Path(run_dir)
         self.population_size, self.steps, self.num_generations = population_size, steps, num_generations
         if not done_generations:
@@ -80,8 +81,7 @@ class GenerationMonitor:
         self._keep_generations(done_generations)
         # purge_step hides the events of an earlier session at steps after the last kept generation's.
         done_children = self._kept[-1]["children"] if self._kept else 0
-        self._writer = SummaryWriter(str(self.run_dir / TENSORBOARD), purge_step=done_children + 1 if self._kept
-                                     else None)
+        self._writer = _tensorboard_writer(self.run_dir / TENSORBOARD, done_children + 1 if self._kept else None)
         self._start, self._generations, self._best = time.perf_counter(), 0, None
         self._left = None
 
@@ -98,9 +98,10 @@ class GenerationMonitor:
         scalars = population_scalars(history, self.population_size, self.steps)
         scalars.update({"progress/seconds": wall_seconds, "progress/generation_seconds": wall_seconds - previous,
                         "progress/compilations": float(compilations)})
-        for tag, value in scalars.items():
-            self._writer.add_scalar(tag, value, global_step=len(history))
-        self._writer.flush()  # so that TensorBoard shows the generation now, and a kill loses nothing
+        if self._writer is not None:
+            for tag, value in scalars.items():
+                self._writer.add_scalar(tag, value, global_step=len(history))
+            self._writer.flush()  # so that TensorBoard shows the generation now, and a kill loses nothing
         line = {"generation": generation, "children": len(history), "wall_seconds": wall_seconds,
                 "compilations": compilations}
         with open(self.run_dir / GENERATIONS, "a") as file:
@@ -121,4 +122,16 @@ class GenerationMonitor:
         return postfix
 
     def close(self) -> None:
-        self._writer.close()
+        if self._writer is not None:
+            self._writer.close()
+
+
+def _tensorboard_writer(path: Path, purge_step: int | None):
+    """tensorboardX's writer; None, with a warning, where evonas runs from a source tree without it (e.g. on an
+    accelerator image that cannot install packages): generations.jsonl is written either way."""
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        logger.warning("tensorboardX is not installed: no TensorBoard events in %s (pip install tensorboardX)", path)
+        return None
+    return SummaryWriter(str(path), purge_step=purge_step)

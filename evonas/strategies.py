@@ -11,7 +11,9 @@ of a search is just the `State` pytree.
         state = strategy.tell(state, children, evaluate(children))
 """
 
+import collections.abc
 import inspect
+import types
 
 import jax
 import jax.numpy as jnp
@@ -237,10 +239,30 @@ class RandomSearch(Strategy):
         return children, parents
 
 
-# evosax's strategies build on `Strategy` above, so they are imported once it exists.
-from evonas.evosax_strategies import EVOSAX_STRATEGIES
+class _Strategies(collections.abc.Mapping):
+    """Strategy classes by name. evosax's are imported when first asked for, so that evonas runs where evosax
+    is not installed (e.g. an accelerator image) for as long as no evosax strategy is used."""
 
-STRATEGIES: dict[str, type[Strategy]] = {"evolution": AgingEvolution, "random": RandomSearch, **EVOSAX_STRATEGIES}
+    _own: types.MappingProxyType = types.MappingProxyType({"evolution": AgingEvolution, "random": RandomSearch})
+    _evosax = ("ga", "cma_es")
+
+    def __getitem__(self, name: str) -> type[Strategy]:
+        if name in self._own:
+            return self._own[name]
+        if name not in self._evosax:
+            raise KeyError(name)
+        from evonas.evosax_strategies import EVOSAX_STRATEGIES  # builds on `Strategy` above
+
+        return EVOSAX_STRATEGIES[name]
+
+    def __iter__(self):
+        return iter((*self._own, *self._evosax))
+
+    def __len__(self) -> int:
+        return len(self._own) + len(self._evosax)
+
+
+STRATEGIES = _Strategies()
 
 
 def make(name: str, space: SearchSpace, **settings) -> Strategy:
