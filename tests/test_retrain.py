@@ -50,8 +50,10 @@ def test_results_hold_per_seed_test_accuracies_of_the_top_genomes(run_dir, retra
     assert [g["genome"] for g in results["genomes"]] == [r["genome"] for r in top_genomes(history, 2)]
     assert results["genomes"][0]["search_id"] == json.loads((run_dir / "summary.json").read_text())["best_id"]
     assert results["seeds"] == [0, 1] and results["steps"] == 10 and results["wall_seconds"] > 0
+    assert results["eval_every"] == 5 and results["warmup_fraction"] == 0.05  # the search's 5 steps per call
     for genome in results["genomes"]:
         assert len(genome["test_accuracies"]) == len(genome["validation_accuracies"]) == 2
+        assert set(genome["best_steps"]) <= {5, 10}
         assert genome["test_accuracy_mean"] == pytest.approx(np.mean(genome["test_accuracies"]))
         assert genome["test_accuracy_std"] == pytest.approx(np.std(genome["test_accuracies"], ddof=1))
     chosen = results["genomes"][results["exported"]["rank"]]
@@ -59,6 +61,9 @@ def test_results_hold_per_seed_test_accuracies_of_the_top_genomes(run_dir, retra
     assert results["test_accuracy_mean"] == chosen["test_accuracy_mean"]
     mean_validation = [np.mean(g["validation_accuracies"]) for g in results["genomes"]]
     assert results["exported"]["rank"] == int(np.argmax(mean_validation)), "validation, never test, picks the export"
+    exported = results["exported"]
+    assert exported["best_step"] == chosen["best_steps"][exported["seed"]]
+    assert exported["validation_accuracy"] == chosen["validation_accuracies"][exported["seed"]]
 
 
 @pytest.mark.slow
