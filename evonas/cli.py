@@ -72,7 +72,7 @@ def _retrain_parser(subparsers):
     parser.add_argument("--warmup-fraction", type=float, default=0.05, help="share of the steps over which the "
                         "learning rate warms up from 0, before its cosine decay to 0 (default %(default)s)")
     parser.add_argument("--eval-every", type=int, help="steps between validation scores; each member keeps its best "
-                        "validation step's parameters (default: every train call)")
+                        "validation step's parameters; it must divide the steps (default: at most 10 scores)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

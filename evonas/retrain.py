@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 RUN_FILES = ("config.json", "history.jsonl", TOKENIZER_FILE, TASK_FILE)  # what retrain reads of a search run
 STEPS_FACTOR = 4  # default retrain steps per search step: the final model gets more than the search's screening
 WARMUP_FRACTION = 0.05  # default share of the retrain steps over which the learning rate warms up
+EVALUATIONS = 10  # default most validation scores per member: each costs a pass over validation for every member
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,8 +123,8 @@ def retrain(run_dir: str | Path, top_k: int = 1, num_seeds: int = 3, steps: int 
             and its first seed are exported.
         progress: show a progress bar.
         warmup_fraction: the learning rate's warm-up, a share of `steps` in [0, 1).
-        eval_every: steps between validation scores, a multiple of the train calls' steps (the gcd of `steps`
-            and the search's `steps_per_call`) that divides `steps`; None scores after every call.
+        eval_every: steps between validation scores; it must divide `steps`. None: the fewest train calls
+            (of the gcd of `steps` and the search's `steps_per_call`) that score at most `EVALUATIONS` times.
 
     Returns:
         The population, its genomes and trained states, and the results written to `results.json`.
@@ -144,6 +145,7 @@ def retrain(run_dir: str | Path, top_k: int = 1, num_seeds: int = 3, steps: int 
     steps_per_call = math.gcd(steps, run.config.steps_per_call, eval_every or 0)
     if eval_every is not None and steps % eval_every:
         raise InputError(f"--eval-every {eval_every} must divide the retrain's {steps} steps")
+    eval_every = eval_every or default_eval_every(steps, steps_per_call)
     records = top_genomes(run.history, top_k)
     task = load_task(run.config)
     if (task.tokenizer, task.label_names) != (run.tokenizer, run.label_names):
@@ -167,7 +169,7 @@ def retrain(run_dir: str | Path, top_k: int = 1, num_seeds: int = 3, steps: int 
         fitted = population.fit(init_keys, genomes, population.put_split(train_split), splits, train_keys, steps,
                                 population.chunk_size(budget), keep_params=True,
                                 progress=lambda member_steps: bar.update(member_steps), select=select,
-                                eval_every=eval_every or steps_per_call)
+                                eval_every=eval_every)
     if with_validation:
         fitted["best_step"] = np.full(num_members, steps)
     diverged = ~np.isfinite(fitted["losses"]).all(axis=1) | ~np.isfinite(fitted["test_loss"])
@@ -191,7 +193,7 @@ def retrain(run_dir: str | Path, top_k: int = 1, num_seeds: int = 3, steps: int 
         "seeds": list(range(num_seeds)),
         "steps": steps,
         "warmup_fraction": warmup_fraction,
-        "eval_every": None if with_validation else eval_every or steps_per_call,
+        "eval_every": None if with_validation else eval_every,
         "batch_size": run.config.batch_size,
         "with_validation": with_validation,
         "exported": {"rank": chosen, "seed": seed_index, "path": "model",
@@ -204,6 +206,13 @@ def retrain(run_dir: str | Path, top_k: int = 1, num_seeds: int = 3, steps: int 
     }
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return Retrained(population, genomes, fitted["params"], results)
+
+
+def default_eval_every(steps: int, steps_per_call: int) -> int:
+    """Steps between validation scores: the fewest whole train calls that divide `steps` and score at most
+    `EVALUATIONS` times (a number of calls without such a divisor scores at its last step only)."""
+    calls = steps // steps_per_call
+    return steps_per_call * next(k for k in range(1, calls + 1) if calls % k == 0 and calls // k <= EVALUATIONS)
 
 
 def _concatenate(first: TextSplit, second: TextSplit) -> TextSplit:

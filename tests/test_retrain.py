@@ -11,7 +11,7 @@ import pytest
 
 from evonas.cli import main
 from evonas.export import load_model
-from evonas.retrain import retrain, top_genomes
+from evonas.retrain import default_eval_every, retrain, top_genomes
 from evonas.search import SearchConfig, load_task, run_search
 
 TINY_SPACE = {"max_blocks": 1, "ops": ("attention", "conv3"), "widths": (16,), "heads": (1, 2),
@@ -64,6 +64,12 @@ def test_results_hold_per_seed_test_accuracies_of_the_top_genomes(run_dir, retra
     exported = results["exported"]
     assert exported["best_step"] == chosen["best_steps"][exported["seed"]]
     assert exported["validation_accuracy"] == chosen["validation_accuracies"][exported["seed"]]
+
+
+def test_default_eval_every_scores_at_most_ten_times_at_whole_calls():
+    assert default_eval_every(600, 25) == 75  # 24 calls: every 3rd, 8 scores
+    assert default_eval_every(100, 10) == 10 and default_eval_every(110, 10) == 110  # 11 calls, a prime: the last
+    assert default_eval_every(10, 5) == 5
 
 
 @pytest.mark.slow
