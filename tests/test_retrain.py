@@ -1,5 +1,6 @@
 """Retrain a search's best genomes with several seeds, export one, and predict with it from the command line."""
 
+import dataclasses
 import io
 import json
 import shutil
@@ -162,3 +163,27 @@ def test_top_genomes_are_distinct_best_first_and_skip_diverged():
     assert [r["id"] for r in top_genomes(history, 3)] == [2, 3, 4]
     with pytest.raises(ValueError, match="only 3 distinct genomes"):
         top_genomes(history, 4)
+
+
+@pytest.mark.slow
+def test_test_labels_pick_no_step_seed_or_genome(run_dir, retrained, tmp_path, monkeypatch):
+    """Retraining again with every test label changed gives other test accuracies, but the same kept steps,
+    validation accuracies, chosen genome and seed, and exported parameters."""
+    import evonas.retrain
+
+    def with_other_test_labels(config):
+        task = load_task(config)
+        test = dataclasses.replace(task.test, labels=(task.test.labels + 1) % task.num_classes)
+        return dataclasses.replace(task, test=test)
+
+    monkeypatch.setattr(evonas.retrain, "load_task", with_other_test_labels)
+    other = retrain(copy_of_search(run_dir, tmp_path / "run"), top_k=2, num_seeds=2, steps=10, progress=False)
+    for mine, theirs in zip(retrained.results["genomes"], other.results["genomes"]):
+        assert mine["best_steps"] == theirs["best_steps"]
+        assert mine["validation_accuracies"] == theirs["validation_accuracies"]
+    assert retrained.results["exported"]["rank"] == other.results["exported"]["rank"]
+    assert retrained.results["exported"]["seed"] == other.results["exported"]["seed"]
+    for a, b in zip(jax.tree.leaves(retrained.params), jax.tree.leaves(other.params)):
+        np.testing.assert_array_equal(a, b)
+    assert [g["test_accuracies"] for g in retrained.results["genomes"]] != \
+        [g["test_accuracies"] for g in other.results["genomes"]], "the changed test labels were read"
