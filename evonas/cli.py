@@ -69,6 +69,10 @@ def _retrain_parser(subparsers):
     parser.add_argument("--steps", type=int, help="training steps per member (default: 4 x the search's steps)")
     parser.add_argument("--with-validation", action="store_true", help="train on train + validation; the search's "
                         "best genome and its first seed are then exported")
+    parser.add_argument("--warmup-fraction", type=float, default=0.05, help="share of the steps over which the "
+                        "learning rate warms up from 0, before its cosine decay to 0 (default %(default)s)")
+    parser.add_argument("--eval-every", type=int, help="steps between validation scores; each member keeps its best "
+                        "validation step's parameters; it must divide the steps (default: at most 10 scores)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -265,12 +269,14 @@ def _retrain(args) -> int:
     from evonas.retrain import retrain
 
     results = retrain(args.run_dir, top_k=args.top_k, num_seeds=args.seeds, steps=args.steps,
-                      with_validation=args.with_validation, progress=not args.quiet).results
+                      with_validation=args.with_validation, progress=not args.quiet,
+                      warmup_fraction=args.warmup_fraction, eval_every=args.eval_every).results
     for genome in results["genomes"]:
         std = genome["test_accuracy_std"]
         spread = f"± {std:.4f} over {len(results['seeds'])} seeds" if std is not None else "(one seed: std undefined)"
         print(f"rank {genome['rank']} (search child {genome['search_id']}, {genome['params']:,} parameters): test "
-              f"accuracy {genome['test_accuracy_mean']:.4f} {spread}, {results['steps']} steps")
+              f"accuracy {genome['test_accuracy_mean']:.4f} {spread}, {results['steps']} steps, best validation "
+              f"at steps {genome['best_steps']}")
     exported = results["exported"]
     out = Path(args.run_dir).resolve() / "retrain"
     print(f"exported rank {exported['rank']}, seed {exported['seed']} (test accuracy {exported['test_accuracy']:.4f}) "

@@ -54,22 +54,47 @@ class TrainConfig:
     form: str = "auto"
     # The grouped form's members per tile, per op family (e.g. (("recurrent", 64),)); the rest from the population.
     tile_sizes: tuple[tuple[str, int], ...] = ()
+    # Learning-rate schedule: 0 keeps each genome's rate constant; N > 0 warms it up linearly from 0 over
+    # `warmup_fraction` of N steps, then decays it by a cosine to 0 at step N (`lr_schedule`).
+    schedule_steps: int = 0
+    warmup_fraction: float = 0.05
 
     def __post_init__(self):
         if self.compute_dtype not in COMPUTE_DTYPES:
             raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}")
         if self.form not in FORMS:
             raise ValueError(f"form must be one of {FORMS}, got {self.form!r}")
+        if self.schedule_steps < 0 or not 0.0 <= self.warmup_fraction < 1.0:
+            raise ValueError(f"schedule_steps must be >= 0 and warmup_fraction in [0, 1), got {self.schedule_steps} "
+                             f"and {self.warmup_fraction}")
+
+    def schedule(self) -> optax.Schedule | None:
+        """The learning rate's multiplier per step count, or None for a constant rate."""
+        return lr_schedule(self.schedule_steps, self.warmup_fraction) if self.schedule_steps else None
 
 
-def make_optimizer(name: str, learning_rate, weight_decay, clip_norm: float) -> optax.GradientTransformation:
-    """The optax optimizer of a genome's training genes; hyperparameters may be traced."""
+def lr_schedule(steps: int, warmup_fraction: float) -> optax.Schedule:
+    """A multiplier of the learning rate per step count (optax's, counted in the optimizer state): 0 at step 0,
+    rising linearly to 1 at `round(warmup_fraction * steps)`, then a cosine decay to 0 at `steps`."""
+    warmup = round(warmup_fraction * steps)
+    return optax.warmup_cosine_decay_schedule(0.0, 1.0, warmup, steps, end_value=0.0)
+
+
+def make_optimizer(name: str, learning_rate, weight_decay, clip_norm: float,
+                   schedule: optax.Schedule | None = None) -> optax.GradientTransformation:
+    """The optax optimizer of a genome's training genes; hyperparameters may be traced. With a `schedule`, the
+    rate at step count t is `learning_rate * schedule(t)`; the count lives in the optimizer's state, so one
+    compiled program serves every member and every step."""
+    if schedule is not None:
+        peak = learning_rate
+        learning_rate = lambda count: peak * schedule(count)
     clip = optax.clip_by_global_norm(clip_norm)
     if name == "adamw":
         return optax.chain(clip, optax.adamw(learning_rate, weight_decay=weight_decay))
     if name == "lion":
         # Lion's sign updates are ~10x larger than Adam's at the same rate (Chen et al. 2023).
-        return optax.chain(clip, optax.lion(learning_rate / 10.0, weight_decay=weight_decay * 10.0))
+        lion_rate = (lambda count: learning_rate(count) / 10.0) if callable(learning_rate) else learning_rate / 10.0
+        return optax.chain(clip, optax.lion(lion_rate, weight_decay=weight_decay * 10.0))
     if name == "sgd":
         return optax.chain(clip, optax.add_decayed_weights(weight_decay), optax.sgd(learning_rate, momentum=0.9))
     raise ValueError(f"unknown optimizer {name!r}; choose adamw, lion or sgd")
@@ -122,12 +147,14 @@ class Steps:
 
     def __init__(self, model: PopulationModel, config: TrainConfig):
         self.model, self.config, self.space = model, config, model.space
-        placeholders = [make_optimizer(name, 1.0, 0.0, config.clip_norm) for name in self.space.gene("optimizer").choices]
+        placeholders = [make_optimizer(name, 1.0, 0.0, config.clip_norm, config.schedule())
+                        for name in self.space.gene("optimizer").choices]
         self.optimizer_state = SharedOptimizerState(placeholders, model.stored_shapes)
 
     def _optimizers(self, genome):
         lr, wd = self.model.value(genome, "learning_rate"), self.model.value(genome, "weight_decay")
-        return [make_optimizer(name, lr, wd, self.config.clip_norm) for name in self.space.gene("optimizer").choices]
+        return [make_optimizer(name, lr, wd, self.config.clip_norm, self.config.schedule())
+                for name in self.space.gene("optimizer").choices]
 
     def _switch_optimizer(self, genome, fn):
         """`fn(index, optimizer)` for the genome's optimizer, an unbatched switch per member."""

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -49,6 +50,7 @@ class Population:
             "train": jit(self._sharded(self.steps.train, "mmrkrd"), donate_argnums=0),
             "evaluate": jit(self._sharded(self.steps.evaluate, "mmrd")),
             "loss_and_grads": jit(self._sharded(self.steps.loss_and_grads, "mmrrrd")),
+            "keep_best": jax.jit(keep_best, donate_argnums=(0, 1, 2)),
         }
 
     def _sharded(self, fn, layout: str):
@@ -178,7 +180,8 @@ class Population:
 
     def fit(self, keys: jax.Array, genomes: np.ndarray, train: Split, evaluations: dict[str, Split],
             key_train: jax.Array, steps: int, chunk_size: int, keep_params: bool = False,
-            progress: Callable[[int], Any] | None = None) -> dict[str, Any]:
+            progress: Callable[[int], Any] | None = None, select: Split | None = None,
+            eval_every: int | None = None) -> dict[str, Any]:
         """Initializes, trains and evaluates members, `chunk_size` at a time, all chunks through the same
         compiled programs.
 
@@ -191,11 +194,20 @@ class Population:
             chunk_size: members per chunk, e.g. from `chunk_size(budget)`.
             keep_params: also return every member's trained stored parameters (host arrays).
             progress: called after each train call with the member-steps it took (padding members excluded).
+            select: a split (placed with `put_split`) that picks each member's parameters: scored every
+                `eval_every` steps (a multiple of `config.steps_per_call`; None: every call) and at the last,
+                the parameters of each member's best score so far are kept on device, and the evaluations
+                then score those, not the last step's. Only this split picks; the evaluations pick nothing.
 
         Returns:
             On the host, in the input order: `losses` (every train step's loss [N, steps]), per evaluation
-            split `<name>_accuracy` and `<name>_loss` [N], and with `keep_params`, `params`.
+            split `<name>_accuracy` and `<name>_loss` [N], with `keep_params`, `params`, and with `select`,
+            `best_step` (steps trained at the kept parameters) and `best_accuracy` (their score on `select`).
         """
+        every = self.config.steps_per_call if eval_every is None else eval_every
+        if select is not None and (every < 1 or every % self.config.steps_per_call):
+            raise ValueError(f"eval_every must be a positive multiple of steps_per_call "
+                             f"{self.config.steps_per_call}, got {every}")
         num = len(genomes)
         chunk = self.padded_size(min(chunk_size, num))
         order, keys, genomes = self.arrange(keys, genomes, chunk)
@@ -213,14 +225,24 @@ class Population:
             routes = self.distribute(self.routes(genomes[part]))
             chunk_key = self.replicate(key_train) if shared_key else self.distribute(key_train[part])
             states = self.init(jax.random.wrap_key_data(self.distribute(key_data[part])), chunk_genomes, routes)
-            losses = []
+            losses, best = [], None
             for call in range(steps // self.config.steps_per_call):
                 start_step = self.replicate(np.int32(call * self.config.steps_per_call))
                 states, call_losses = self.train(states, chunk_genomes, train, chunk_key, start_step, routes)
                 losses.append(call_losses)
                 if progress is not None:
                     progress(self.config.steps_per_call * min(chunk, num - start))
+                done = (call + 1) * self.config.steps_per_call
+                if select is not None and (done % every == 0 or done == steps):
+                    accuracy, loss = self.evaluate(states, chunk_genomes, select, routes)
+                    if best is None:
+                        best = (jax.tree.map(jnp.copy, states.params), jnp.full_like(accuracy, -np.inf),
+                                jnp.zeros_like(accuracy, np.int32))
+                    best = self.programs["keep_best"](*best, states.params, accuracy, loss, np.int32(done))
             result = {"losses": np.concatenate([sharding.to_host(x) for x in losses], axis=1)}
+            if best is not None:
+                states = MemberState(best[0], states.opt_state)
+                result |= {"best_accuracy": sharding.to_host(best[1]), "best_step": sharding.to_host(best[2])}
             for name, split in evaluations.items():
                 accuracy, loss = self.evaluate(states, chunk_genomes, split, routes)
                 result |= {f"{name}_accuracy": sharding.to_host(accuracy), f"{name}_loss": sharding.to_host(loss)}
@@ -230,3 +252,15 @@ class Population:
             results.append(result)
         unordered = np.argsort(order)
         return jax.tree.map(lambda *parts: np.concatenate(parts)[unordered][:num], *results)
+
+
+def keep_best(best_params, best_accuracy, best_step, params, accuracy, loss, step):
+    """Each member's parameters of its best score so far: the new ones where `accuracy` beats the best (a
+    diverged member's, of non-finite loss, never do; ties keep the earlier step)."""
+    better = jnp.isfinite(loss) & (accuracy > best_accuracy)
+
+    def pick(new, old):
+        return jnp.where(better.reshape(better.shape + (1,) * (new.ndim - 1)), new, old)
+
+    return (jax.tree.map(pick, params, best_params), jnp.where(better, accuracy, best_accuracy),
+            jnp.where(better, step, best_step))

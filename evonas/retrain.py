@@ -36,6 +36,8 @@ from evonas.text import Tokenizer
 logger = logging.getLogger(__name__)
 RUN_FILES = ("config.json", "history.jsonl", TOKENIZER_FILE, TASK_FILE)  # what retrain reads of a search run
 STEPS_FACTOR = 4  # default retrain steps per search step: the final model gets more than the search's screening
+WARMUP_FRACTION = 0.05  # default share of the retrain steps over which the learning rate warms up
+EVALUATIONS = 10  # default most validation scores per member: each costs a pass over validation for every member
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,11 +103,15 @@ def top_genomes(history: list[dict[str, Any]], top_k: int) -> list[dict[str, Any
 
 
 def retrain(run_dir: str | Path, top_k: int = 1, num_seeds: int = 3, steps: int | None = None,
-            with_validation: bool = False, progress: bool = True) -> Retrained:
+            with_validation: bool = False, progress: bool = True, warmup_fraction: float = WARMUP_FRACTION,
+            eval_every: int | None = None) -> Retrained:
     """Retrains the run's top genomes from scratch, writes `retrain/results.json` and exports `retrain/model/`.
 
-    The genome with the best mean validation accuracy over its seeds is chosen: its test accuracies are the
-    top-level ones in the results, and its seed with the best validation accuracy is exported.
+    Each member's learning rate (its genome's) warms up linearly from 0 over `warmup_fraction` of the steps,
+    then decays by a cosine to 0 at the last step. Validation is scored every `eval_every` steps and each member
+    keeps the parameters of its best validation score, on which test is then scored once. The genome with the
+    best mean validation accuracy over its seeds is chosen: its test accuracies are the top-level ones in the
+    results, and its seed with the best validation accuracy is exported. Test accuracy picks nothing.
 
     Args:
         run_dir: a directory written by `evonas search`.
@@ -113,8 +119,12 @@ def retrain(run_dir: str | Path, top_k: int = 1, num_seeds: int = 3, steps: int 
         num_seeds: seeds 0..N-1 per genome; the test accuracy is reported as their mean ± sample std.
         steps: training steps per member; None is `STEPS_FACTOR` times the search's steps per child.
         with_validation: train on train + validation. Validation accuracy then scores training data, so it
-            no longer picks the genome or seed: the search's best genome and its first seed are exported.
+            no longer picks the genome, seed or step: the last step's parameters of the search's best genome
+            and its first seed are exported.
         progress: show a progress bar.
+        warmup_fraction: the learning rate's warm-up, a share of `steps` in [0, 1).
+        eval_every: steps between validation scores; it must divide `steps`. None: the fewest train calls
+            (of the gcd of `steps` and the search's `steps_per_call`) that score at most `EVALUATIONS` times.
 
     Returns:
         The population, its genomes and trained states, and the results written to `results.json`.
@@ -126,8 +136,16 @@ def retrain(run_dir: str | Path, top_k: int = 1, num_seeds: int = 3, steps: int 
         raise InputError(f"--steps must be at least 1, got {steps}")
     if top_k < 1:
         raise InputError(f"--top-k must be at least 1, got {top_k}")
+    if not 0.0 <= warmup_fraction < 1.0:
+        raise InputError(f"--warmup-fraction must be in [0, 1), got {warmup_fraction}")
+    if eval_every is not None and eval_every < 1:
+        raise InputError(f"--eval-every must be at least 1, got {eval_every}")
     run = load_run(run_dir)
     steps = STEPS_FACTOR * run.config.steps if steps is None else steps
+    steps_per_call = math.gcd(steps, run.config.steps_per_call, eval_every or 0)
+    if eval_every is not None and steps % eval_every:
+        raise InputError(f"--eval-every {eval_every} must divide the retrain's {steps} steps")
+    eval_every = eval_every or default_eval_every(steps, steps_per_call)
     records = top_genomes(run.history, top_k)
     task = load_task(run.config)
     if (task.tokenizer, task.label_names) != (run.tokenizer, run.label_names):
@@ -136,8 +154,8 @@ def retrain(run_dir: str | Path, top_k: int = 1, num_seeds: int = 3, steps: int 
     train_split = _concatenate(task.train, task.validation) if with_validation else task.train
 
     model = PopulationModel(run.space, task.vocab_size, task.max_length, task.num_classes)
-    train_config = dataclasses.replace(run.config.train_config(),
-                                       steps_per_call=math.gcd(steps, run.config.steps_per_call))
+    train_config = dataclasses.replace(run.config.train_config(), steps_per_call=steps_per_call,
+                                       schedule_steps=steps, warmup_fraction=warmup_fraction)
     population = Population(model, train_config)
     num_members = top_k * num_seeds
     genomes = np.asarray([r["genome"] for r in records] * num_seeds, np.int32)  # member m: seed m // k, rank m % k
@@ -146,13 +164,18 @@ def retrain(run_dir: str | Path, top_k: int = 1, num_seeds: int = 3, steps: int 
     train_keys = jnp.stack([keys[1] for keys in seed_keys for _ in range(top_k)])
     budget = memory_budget_bytes() if run.config.memory_budget_gb is None else int(run.config.memory_budget_gb * 2**30)
     splits = {"validation": population.put_split(task.validation), "test": population.put_split(task.test)}
+    select = None if with_validation else splits["validation"]  # validation, never test, picks the step
     with tqdm(total=steps * num_members, disable=not progress, desc="retrain", unit="member-step") as bar:
         fitted = population.fit(init_keys, genomes, population.put_split(train_split), splits, train_keys, steps,
                                 population.chunk_size(budget), keep_params=True,
-                                progress=lambda member_steps: bar.update(member_steps))
+                                progress=lambda member_steps: bar.update(member_steps), select=select,
+                                eval_every=eval_every)
+    if with_validation:
+        fitted["best_step"] = np.full(num_members, steps)
     diverged = ~np.isfinite(fitted["losses"]).all(axis=1) | ~np.isfinite(fitted["test_loss"])
     per_seed = {name: np.asarray(values).reshape(num_seeds, top_k).T for name, values in
-                (("val", fitted["validation_accuracy"]), ("test", fitted["test_accuracy"]), ("diverged", diverged))}
+                (("val", fitted["validation_accuracy"]), ("test", fitted["test_accuracy"]), ("diverged", diverged),
+                 ("best_step", fitted["best_step"]))}
 
     chosen, seed_index = (0, 0) if with_validation else _best_by_validation(per_seed)
     member = seed_index * top_k + chosen
@@ -169,17 +192,27 @@ def retrain(run_dir: str | Path, top_k: int = 1, num_seeds: int = 3, steps: int 
                                       "test_accuracies", "validation_accuracies")},
         "seeds": list(range(num_seeds)),
         "steps": steps,
+        "warmup_fraction": warmup_fraction,
+        "eval_every": None if with_validation else eval_every,
         "batch_size": run.config.batch_size,
         "with_validation": with_validation,
         "exported": {"rank": chosen, "seed": seed_index, "path": "model",
                      "test_accuracy": best["test_accuracies"][seed_index],
-                     "validation_accuracy": best["validation_accuracies"][seed_index]},
+                     "validation_accuracy": best["validation_accuracies"][seed_index],
+                     "best_step": best["best_steps"][seed_index]},
         "genomes": genome_results,
         "compilations": population.traces,
         "wall_seconds": time.perf_counter() - start,
     }
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return Retrained(population, genomes, fitted["params"], results)
+
+
+def default_eval_every(steps: int, steps_per_call: int) -> int:
+    """Steps between validation scores: the fewest whole train calls that divide `steps` and score at most
+    `EVALUATIONS` times (a number of calls without such a divisor scores at its last step only)."""
+    calls = steps // steps_per_call
+    return steps_per_call * next(k for k in range(1, calls + 1) if calls % k == 0 and calls // k <= EVALUATIONS)
 
 
 def _concatenate(first: TextSplit, second: TextSplit) -> TextSplit:
@@ -206,6 +239,7 @@ def _genome_result(space: SearchSpace, model: PopulationModel, record: dict[str,
         "test_accuracy_mean": float(test.mean()),
         "test_accuracy_std": float(test.std(ddof=1)) if len(test) > 1 else None,  # undefined over one seed
         "test_accuracies": [float(a) for a in test],
-        "validation_accuracies": [float(a) for a in per_seed["val"][rank]],
+        "validation_accuracies": [float(a) for a in per_seed["val"][rank]],  # at each seed's kept step
+        "best_steps": [int(s) for s in per_seed["best_step"][rank]],  # the step of the kept parameters
         "diverged": [bool(d) for d in per_seed["diverged"][rank]],
     }

@@ -111,6 +111,9 @@ RETRAIN = [
     (["run", "--steps", "0"], "--steps must be at least 1"),
     (["run", "--top-k", "9"], "--top-k 9 asked, but the run has only 1 distinct genomes"),
     (["run", "--seeds", "three"], "argument --seeds: invalid int value"),
+    (["run", "--warmup-fraction", "1"], "--warmup-fraction must be in [0, 1), got 1.0"),
+    (["run", "--eval-every", "0"], "--eval-every must be at least 1, got 0"),
+    (["run", "--steps", "10", "--eval-every", "3"], "--eval-every 3 must divide the retrain's 10 steps"),
 ]
 PREDICT = [
     (["missing"], "MODEL_DIR"),

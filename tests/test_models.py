@@ -10,7 +10,7 @@ import pytest
 
 from evonas.data import listops_task
 from evonas.layers import OPS, dropout, matmul
-from evonas.member import TrainConfig, loss_fn, make_optimizer
+from evonas.member import TrainConfig, loss_fn, lr_schedule, make_optimizer
 from evonas.models import Architecture, TextClassifier, count_params, forward_flops
 from evonas.population import Population
 from evonas.space import Gene, SearchSpace, text_classifier_space
@@ -208,16 +208,20 @@ def test_state_shapes_are_what_init_returns():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("form,own_keys", [("member", False), ("grouped", False), ("grouped", True)])
-def test_population_training_matches_each_standalone_model_trained_alone(form, own_keys):
+@pytest.mark.parametrize("form,own_keys,schedule_steps", [("member", False, 0), ("grouped", False, 0),
+                                                          ("grouped", True, 0), ("member", True, 3)])
+def test_population_training_matches_each_standalone_model_trained_alone(form, own_keys, schedule_steps):
     """A few train steps of members with each optimizer (one shared optimizer state) against optax on the
     standalone model, with the same batches and dropout masks: one key for every member, as a search trains
-    them, or a key of its own for each, as retraining's seeds."""
+    them, or a key of its own for each, as retraining's seeds; with a constant rate, as a search trains, or
+    with retraining's warm-up and decay (over these 3 steps: rate 0, the peak, then half of it)."""
     task = listops_task(seed=1, num_train=64, num_validation=16, num_test=16, max_length=16, max_depth=2)
     space = text_classifier_space(max_blocks=2, ops=("attention", "conv3", "gru"), widths=(16, 32), heads=(1, 2))
     model = PopulationModel(space, task.vocab_size, task.max_length, task.num_classes)
     tiles = (("attention", 2), ("conv", 2), ("recurrent", 4))
-    population = Population(model, TrainConfig(batch_size=8, steps_per_call=3, form=form, tile_sizes=tiles))
+    population = Population(model, TrainConfig(batch_size=8, steps_per_call=3, form=form, tile_sizes=tiles,
+                                               schedule_steps=schedule_steps, warmup_fraction=0.34))
+    schedule = lr_schedule(3, 0.34) if schedule_steps else None
     optimizers = space.gene("optimizer").choices
     genomes = np.array(space.sample(jax.random.key(4), 2 * len(optimizers)))
     genomes[:, space.index("num_blocks")] = len(space.gene("num_blocks").choices) - 1
@@ -234,7 +238,8 @@ def test_population_training_matches_each_standalone_model_trained_alone(form, o
         arch = Architecture.from_genome(space, genome)
         params = model.extract(arch, jax.tree.map(lambda a, i=i: a[i], initial))
         module = TextClassifier(arch, task.vocab_size, task.max_length, task.num_classes)
-        optimizer = make_optimizer(arch.optimizer, arch.learning_rate, arch.weight_decay, TrainConfig().clip_norm)
+        optimizer = make_optimizer(arch.optimizer, arch.learning_rate, arch.weight_decay, TrainConfig().clip_norm,
+                                   schedule)
         opt_state = optimizer.init(params)
         for step in range(3):
             rows = jax.random.randint(jax.random.fold_in(key_data, step), (8,), 0, len(task.train.labels))

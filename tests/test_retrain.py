@@ -1,5 +1,6 @@
 """Retrain a search's best genomes with several seeds, export one, and predict with it from the command line."""
 
+import dataclasses
 import io
 import json
 import shutil
@@ -11,7 +12,7 @@ import pytest
 
 from evonas.cli import main
 from evonas.export import load_model
-from evonas.retrain import retrain, top_genomes
+from evonas.retrain import default_eval_every, retrain, top_genomes
 from evonas.search import SearchConfig, load_task, run_search
 
 TINY_SPACE = {"max_blocks": 1, "ops": ("attention", "conv3"), "widths": (16,), "heads": (1, 2),
@@ -50,8 +51,10 @@ def test_results_hold_per_seed_test_accuracies_of_the_top_genomes(run_dir, retra
     assert [g["genome"] for g in results["genomes"]] == [r["genome"] for r in top_genomes(history, 2)]
     assert results["genomes"][0]["search_id"] == json.loads((run_dir / "summary.json").read_text())["best_id"]
     assert results["seeds"] == [0, 1] and results["steps"] == 10 and results["wall_seconds"] > 0
+    assert results["eval_every"] == 5 and results["warmup_fraction"] == 0.05  # the search's 5 steps per call
     for genome in results["genomes"]:
         assert len(genome["test_accuracies"]) == len(genome["validation_accuracies"]) == 2
+        assert set(genome["best_steps"]) <= {5, 10}
         assert genome["test_accuracy_mean"] == pytest.approx(np.mean(genome["test_accuracies"]))
         assert genome["test_accuracy_std"] == pytest.approx(np.std(genome["test_accuracies"], ddof=1))
     chosen = results["genomes"][results["exported"]["rank"]]
@@ -59,6 +62,15 @@ def test_results_hold_per_seed_test_accuracies_of_the_top_genomes(run_dir, retra
     assert results["test_accuracy_mean"] == chosen["test_accuracy_mean"]
     mean_validation = [np.mean(g["validation_accuracies"]) for g in results["genomes"]]
     assert results["exported"]["rank"] == int(np.argmax(mean_validation)), "validation, never test, picks the export"
+    exported = results["exported"]
+    assert exported["best_step"] == chosen["best_steps"][exported["seed"]]
+    assert exported["validation_accuracy"] == chosen["validation_accuracies"][exported["seed"]]
+
+
+def test_default_eval_every_scores_at_most_ten_times_at_whole_calls():
+    assert default_eval_every(600, 25) == 75  # 24 calls: every 3rd, 8 scores
+    assert default_eval_every(100, 10) == 10 and default_eval_every(110, 10) == 110  # 11 calls, a prime: the last
+    assert default_eval_every(10, 5) == 5
 
 
 @pytest.mark.slow
@@ -151,3 +163,27 @@ def test_top_genomes_are_distinct_best_first_and_skip_diverged():
     assert [r["id"] for r in top_genomes(history, 3)] == [2, 3, 4]
     with pytest.raises(ValueError, match="only 3 distinct genomes"):
         top_genomes(history, 4)
+
+
+@pytest.mark.slow
+def test_test_labels_pick_no_step_seed_or_genome(run_dir, retrained, tmp_path, monkeypatch):
+    """Retraining again with every test label changed gives other test accuracies, but the same kept steps,
+    validation accuracies, chosen genome and seed, and exported parameters."""
+    import evonas.retrain
+
+    def with_other_test_labels(config):
+        task = load_task(config)
+        test = dataclasses.replace(task.test, labels=(task.test.labels + 1) % task.num_classes)
+        return dataclasses.replace(task, test=test)
+
+    monkeypatch.setattr(evonas.retrain, "load_task", with_other_test_labels)
+    other = retrain(copy_of_search(run_dir, tmp_path / "run"), top_k=2, num_seeds=2, steps=10, progress=False)
+    for mine, theirs in zip(retrained.results["genomes"], other.results["genomes"]):
+        assert mine["best_steps"] == theirs["best_steps"]
+        assert mine["validation_accuracies"] == theirs["validation_accuracies"]
+    assert retrained.results["exported"]["rank"] == other.results["exported"]["rank"]
+    assert retrained.results["exported"]["seed"] == other.results["exported"]["seed"]
+    for a, b in zip(jax.tree.leaves(retrained.params), jax.tree.leaves(other.params)):
+        np.testing.assert_array_equal(a, b)
+    assert [g["test_accuracies"] for g in retrained.results["genomes"]] != \
+        [g["test_accuracies"] for g in other.results["genomes"]], "the changed test labels were read"
