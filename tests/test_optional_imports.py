@@ -20,7 +20,7 @@ GUARD = textwrap.dedent("""
 
 
 def run_without_extras(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", GUARD + textwrap.dedent(code)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-c", GUARD + textwrap.dedent(code)], capture_output=True, text=True, check=False,
                           timeout=300)
 
 
