@@ -42,6 +42,7 @@ def place(tmp_path, monkeypatch):
     (tmp_path / "list.json").write_text("[1, 2]")
     (tmp_path / "empty.tsv").write_text("")
     (tmp_path / "t.tsv").write_text("text\tlabel\n" + "".join(f"w{i} x\t{i % 2}\n" for i in range(10)))
+    (tmp_path / "t.csv").write_text("g1,acc\n0,0.5\n1,0.7\n")
     (tmp_path / "model").mkdir()
     for name in ("genome.json", "model.json", "tokenizer.json", "params"):
         (tmp_path / "model" / name).write_text("not json")
@@ -140,8 +141,24 @@ DATA_IMPORT = [
     (["--name", "toy", "--data-dir", "d", "--train", "t.tsv", "--format", "tsv", "--text-column", "body",
       "--label-column", "label"], "t.tsv has no column 'body'"),
 ]
+REPORT = [
+    (["missing"], "missing is not a directory"),
+    (["notes"], "notes is not a search run directory: it has no config.json or history.jsonl"),
+    (["file.txt"], "file.txt is not a directory"),
+]
+REPLAY_ARGS = ["--metric", "acc", "--evaluations", "2", "--seeds", "2", "--out", "o.json"]
+REPLAY = [
+    (["--table", "gone.csv", *REPLAY_ARGS], "gone.csv: cannot read it as a UTF-8 CSV file"),
+    (["--table", "file.txt", *REPLAY_ARGS], "file.txt: expected a header line and at least one row"),
+    (["--table", "t.csv", *REPLAY_ARGS[:-2], "--strategy", "annealing", "--out", "o.json"],
+     "argument --strategy: invalid choice: 'annealing'"),
+    (["--table", "t.csv", "--metric", "loss", *REPLAY_ARGS[2:]], "t.csv: no column 'loss'"),
+    (["--table", "t.csv", "--metric", "acc", "--evaluations", "0", *REPLAY_ARGS[4:]],
+     "--evaluations and --seeds must be at least 1"),
+]
 CASES = ([("search", args, expected) for args, expected in SEARCH] + [("retrain", a, e) for a, e in RETRAIN]
-         + [("predict", a, e) for a, e in PREDICT] + [("data import", a, e) for a, e in DATA_IMPORT])
+         + [("predict", a, e) for a, e in PREDICT] + [("data import", a, e) for a, e in DATA_IMPORT]
+         + [("report", a, e) for a, e in REPORT] + [("replay", a, e) for a, e in REPLAY])
 
 
 def snapshot(directory):
@@ -163,7 +180,8 @@ def test_bad_input_gets_one_line_naming_it_and_writes_nothing(place, capsys, com
 
 
 def test_there_are_at_least_30_bad_inputs_across_the_commands():
-    assert len(CASES) >= 30 and {c for c, _, _ in CASES} == {"search", "retrain", "predict", "data import"}
+    assert len(CASES) >= 30 and {c for c, _, _ in CASES} == {"search", "retrain", "predict", "data import", "report",
+                                                            "replay"}
 
 
 def test_deprecated_batch_warns_and_still_means_children_per_generation(place, capsys):
