@@ -6,7 +6,7 @@ compilation included, on a 2-core CPU.
 
 Each strategy is timed in a fresh process (`evonas replay`, JAX's persistent compilation cache switched off, so
 every run compiles), from the command's start to its JSON, and the command's own `seconds` (table read, compile,
-run) is kept too. Takes about a minute per strategy.
+run) is kept too. Takes a few seconds per strategy (CMA-ES, left out by default, minutes).
 """
 
 import argparse
@@ -38,6 +38,21 @@ def time_replay(table: str, strategy: str, evaluations: int, seeds: int) -> dict
             "rows": result["rows"], "settings": result["settings"]}
 
 
+def _commit() -> str | None:
+    """The source tree's git commit, with "+dirty" if it has uncommitted changes; None outside git."""
+    def git(*args):
+        return subprocess.run(["git", *args], check=False, capture_output=True, text=True,
+                              cwd=Path(__file__).parent).stdout.strip()
+    commit = git("rev-parse", "--short", "HEAD")
+    return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "") if commit else None
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {name: version(name) for name in ("jax", "jaxlib", "evosax")} | {"python": platform.python_version()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--table", default="experiments/tables/structured.csv")
@@ -56,6 +71,7 @@ def main() -> None:
         Path(args.out).write_text(json.dumps({
             "table": args.table, "evaluations": args.evaluations, "seeds": args.seeds, "floor_seconds": 10.0,
             "cpus": os.cpu_count(), "machine": platform.processor() or platform.machine(), "load_average": load,
+            "commit": _commit(), "versions": _versions(),
             "runs": runs}, indent=1))
     print(f"wrote {args.out} (load average {load[0]:.1f} on {os.cpu_count()} CPUs)")
 
