@@ -23,17 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from evonas.layers import (
-    IDENTITY,
-    OP_FAMILIES,
-    Params,
-    Rows,
-    dropout,
-    padded_norm,
-    pool,
-    select_activation,
-    sinusoidal_positions,
-)
+from evonas.layers import Params, dropout, padded_norm, pool, select_activation, sinusoidal_positions
+from evonas.ops import IDENTITY, OP_FAMILIES, Rows
 from evonas.supernet import PopulationModel
 
 

@@ -14,18 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from evonas.layers import (
-    ACTIVATION_FNS,
-    IDENTITY,
-    OP_FAMILIES,
-    Dense,
-    Params,
-    dropout,
-    family_name,
-    make_op,
-    pool,
-    sinusoidal_positions,
-)
+from evonas.layers import ACTIVATION_FNS, Dense, Params, dropout, pool, sinusoidal_positions
+from evonas.ops import IDENTITY, OP_FAMILIES, family_name, make_op
 from evonas.space import SearchSpace
 
 

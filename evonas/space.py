@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from evonas.errors import SpaceError
-from evonas.layers import ACTIVATION_FNS, OPS, POOLINGS
+from evonas.layers import ACTIVATION_FNS, POOLINGS
+from evonas.ops import OPS
 
 Genome = jax.Array  # int32[num_genes]
 
@@ -199,7 +200,7 @@ def text_classifier_space(
     weight_decays: Sequence[float] = (0.0, 1e-4, 1e-2),
     optimizers: Sequence[str] = OPTIMIZERS,
 ) -> SearchSpace:
-    """The text-classifier space that `evonas.models` decodes (its ops: `evonas.layers.OP_FAMILIES`); narrow any
+    """The text-classifier space that `evonas.models` decodes (its ops: `evonas.ops.OP_FAMILIES`); narrow any
     gene by passing fewer choices.
 
     Raises:

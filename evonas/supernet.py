@@ -1,7 +1,7 @@
 """The population form's stored layout, and its per-member forward pass.
 
 `PopulationModel` stores a member's parameters at the largest size the space allows: one slot per
-possible block, each holding one flat buffer from which its op family (`evonas.layers.OP_FAMILIES`) reads
+possible block, each holding one flat buffer from which its op family (`evonas.ops.OP_FAMILIES`) reads
 the exact-size parameters of any of its ops and variants as leading corners (a member's genome never
 changes, so its slot only ever holds the family it uses). The same layout serves both population forms:
 `apply` here, which runs one member with its genes as traced integers, each gene picking a branch of an
@@ -18,19 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from evonas.layers import (
-    ACTIVATION_FNS,
-    IDENTITY,
-    OP_FAMILIES,
-    Dense,
-    Params,
-    dropout,
-    family_name,
-    make_op,
-    pool,
-    sinusoidal_positions,
-)
+from evonas.layers import ACTIVATION_FNS, Dense, Params, dropout, pool, sinusoidal_positions
 from evonas.models import Architecture, TextClassifier, count_params, module_param_shapes
+from evonas.ops import IDENTITY, OP_FAMILIES, family_name, make_op
 from evonas.space import SearchSpace
 
 

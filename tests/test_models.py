@@ -9,9 +9,10 @@ import optax
 import pytest
 
 from evonas.data import listops_task
-from evonas.layers import OPS, dropout, matmul
+from evonas.layers import dropout, matmul
 from evonas.member import TrainConfig, loss_fn, lr_schedule, make_optimizer
 from evonas.models import Architecture, TextClassifier, count_params, forward_flops
+from evonas.ops import OPS
 from evonas.population import Population
 from evonas.space import Gene, SearchSpace, text_classifier_space
 from evonas.supernet import PopulationModel
