@@ -23,7 +23,9 @@ def _search_parser(subparsers):
                          "with the config it was started with")
     parser.add_argument("--overwrite", action="store_true", help="replace whatever --out holds (a run included), "
                         "whole")
-    parser.add_argument("--config", help="JSON file of SearchConfig keys (e.g. a narrower 'space'); options override it")
+    parser.add_argument("--config", metavar="FILE", help="SearchConfig keys: a JSON object, or FILE.py[:ARG], whose "
+                        "get_config(ARG) returns them (e.g. experiments/configs/listops.py:smoke); options override "
+                        "it")
     options.add_arguments(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     hosts = parser.add_argument_group("several hosts", "one search over the devices of several processes, through "
@@ -104,6 +106,44 @@ def _report_parser(subparsers):
                         "./report.html for several")
 
 
+def _ablate_parser(subparsers):
+    parser = subparsers.add_parser(
+        "ablate", help="a grid of search settings x seeds from a Python config: one results table, a report per cell",
+        description="Runs get_config(ARG)'s search for every cell of get_ablation(ARG)'s grid and every seed, each an "
+                    "ordinary run directory OUT/CELL/seedN; a rerun skips finished runs and resumes unfinished ones. "
+                    "Writes OUT/results.csv, results.md and results.json, and OUT/CELL/report.html.")
+    parser.add_argument("config", metavar="CONFIG.py[:ARG]", help="e.g. experiments/configs/evolution_vs_random.py"
+                        ":smoke; ARG is passed to get_config and get_ablation")
+    parser.add_argument("--out", metavar="DIR", help="where the runs and tables go (default: runs/CONFIG, "
+                        "runs/CONFIG-ARG with an ARG)")
+    parser.add_argument("--no-reports", action="store_true", help="write the tables only, no report per cell")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _ablate(args) -> int:
+    from evonas.ablate import load_ablation, run_ablation
+    from evonas.config_files import split_spec
+
+    ablation = load_ablation(args.config)
+    if args.out == "":
+        raise InputError("--out is empty; name a directory")
+    path, arg = split_spec(args.config)
+    out = Path(args.out or Path("runs") / (path.stem + (f"-{arg}" if arg else "")))
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; give a directory")
+    try:
+        results = run_ablation(ablation, out, progress=not args.quiet, reports=not args.no_reports)
+    except KeyboardInterrupt:
+        print(f"evonas ablate: interrupted; the same command continues it, skipping finished runs: evonas ablate "
+              f"{shlex.quote(args.config)} --out {shlex.quote(str(out))}", file=sys.stderr)
+        return 130
+    print((out / "results.md").read_text(), end="")
+    counts = results["executed"]
+    print(f"{counts['ran']} runs run, {counts['resumed']} resumed, {counts['skipped']} finished before and skipped; "
+          f"tables in {(out / 'results.md').resolve()} and results.csv")
+    return 0
+
+
 DEFAULT_OUT = "runs/search"
 
 
@@ -130,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     _data_parser(subparsers)
     _report_parser(subparsers)
     _replay_parser(subparsers)
+    _ablate_parser(subparsers)
     command = "evonas"
     try:
         args, unknown = parser.parse_known_args(argv)
@@ -139,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         _log_to_stderr()
         _keep_compiled_programs()
         commands = {"search": _search, "retrain": _retrain, "predict": _predict, "data": _data_import,
-                    "report": _report, "replay": _replay}
+                    "report": _report, "replay": _replay, "ablate": _ablate}
         return commands[args.command](args)
     except InputError as error:
         print(f"{getattr(error, 'prog', command)}: error: {' '.join(str(error).split())}", file=sys.stderr)

@@ -210,12 +210,8 @@ class SearchConfig:
         """A config from `values` (e.g. a config file's object, which `source` names in errors)."""
         if not isinstance(values, dict):
             raise ConfigError(f"{source or 'a config'} must hold a JSON object of config keys, got {_shown(values)}")
-        if unknown := sorted(set(values) - set(cls.OPTIONS)):
-            raise ConfigError(f"{source + ': ' if source else ''}unknown config keys {unknown}; known keys are "
-                              f"{sorted(cls.OPTIONS)}")
-        if source:
-            values = {name: cls.OPTIONS[name].check(value, f"{source}: {name}") for name, value in values.items()}
-        return cls(**values)
+        _check_known(values, source)
+        return cls(**(check_config_values(values, source) if source else values))
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(
@@ -247,7 +243,12 @@ def _check_keywords(values: dict[str, Any], known: set[str], key: str) -> None:
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """The checked values of a `--config` JSON file: known keys, each of its declared type and range."""
+    """The checked values of a `--config` file: a JSON object, or `FILE.py[:ARG]`, whose `get_config(ARG)` returns
+    one (evonas.config_files); known keys, each of its declared type and range."""
+    from evonas.config_files import is_python_config, load_python_config
+
+    if is_python_config(str(path)):
+        return check_config_values(load_python_config(str(path)), f"--config {path}")
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -260,10 +261,19 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
                          f"{error.colno}") from None
     if not isinstance(values, dict):
         raise InputError(f"--config {path} must hold a JSON object of config keys, got {_shown(values)}")
+    return check_config_values(values, f"--config {path}")
+
+
+def check_config_values(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """`values` with each key known and each value of its declared type and range; errors name `source`."""
+    _check_known(values, source)
+    return {name: SearchConfig.OPTIONS[name].check(value, f"{source}: {name}") for name, value in values.items()}
+
+
+def _check_known(values: dict[str, Any], source: str | None) -> None:
     if unknown := sorted(set(values) - set(SearchConfig.OPTIONS)):
-        raise ConfigError(f"--config {path}: unknown config keys {unknown}; known keys are "
+        raise ConfigError(f"{source + ': ' if source else ''}unknown config keys {unknown}; known keys are "
                           f"{sorted(SearchConfig.OPTIONS)}")
-    return {name: SearchConfig.OPTIONS[name].check(value, f"--config {path}: {name}") for name, value in values.items()}
 
 
 _METAVARS = {int: "N", float: "X"}

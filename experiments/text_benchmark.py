@@ -3,8 +3,9 @@
 Command:
     python experiments/text_benchmark.py --config sst2|mr [--smoke] [--out DIR] [--results FILE] [--data DIR]
 
-`--config NAME` reads `experiments/configs/NAME.py` (`get_config(smoke)`; its docstring gives the full command,
-the expected runtime and the expected result). The steps:
+`--config NAME` reads `experiments/configs/NAME.py`: `get_benchmark(arg)` for the import and the retrain, and
+`get_config(arg)` for the search (the config `evonas search --config` takes), with `arg` 'smoke' for `--smoke`; its
+docstring gives the full command, the expected runtime and the expected result. The steps:
 
 1. import the files from `--data` (default `../shared/data` beside the repository) with `evonas data import`'s
    `import_files` into `OUT/data`; `--smoke` imports only the first `smoke_lines` lines of every file;
@@ -18,7 +19,6 @@ the expected runtime and the expected result). The steps:
 import argparse
 import dataclasses
 import hashlib
-import importlib
 import json
 import os
 import platform
@@ -32,13 +32,14 @@ SHARED_DATA = EXPERIMENTS.parent.parent / "shared" / "data"  # ../shared/data se
 
 
 def load_config(name: str, smoke: bool) -> dict:
-    """`experiments/configs/NAME.py`'s `get_config(smoke)`."""
-    if not (CONFIGS / f"{name}.py").is_file():
-        known = sorted(path.stem for path in CONFIGS.glob("*.py") if path.stem != "common")
+    """`experiments/configs/NAME.py`'s `get_benchmark` (import, retrain) with its `get_config` as "search"."""
+    from evonas.config_files import load_python_config
+
+    known = sorted(path.stem for path in CONFIGS.glob("*.py") if "def get_benchmark(" in path.read_text())
+    if name not in known:
         raise ValueError(f"unknown config {name!r}; experiments/configs has {known}")
-    if str(CONFIGS) not in sys.path:
-        sys.path.insert(0, str(CONFIGS))  # configs import shared settings from each other
-    return importlib.import_module(name).get_config(smoke=smoke)
+    spec = f"{CONFIGS / name}.py" + (":smoke" if smoke else "")
+    return {**load_python_config(spec, "get_benchmark"), "search": load_python_config(spec)}
 
 
 def source_files(config: dict, data_root: Path, subset_dir: Path) -> dict[str, list[str]]:
@@ -104,9 +105,10 @@ def run(name: str, out: Path, data_root: Path = SHARED_DATA, smoke: bool = False
     import_files(config["name"], data_dir, files, overwrite=True, **spec)
     imported = time.perf_counter()
 
-    search_config = SearchConfig.from_dict({**config["search"], "dataset": config["name"], "data_dir": str(data_dir)})
+    search_values = {**config["search"], "dataset": config["name"], "data_dir": str(data_dir)}
+    search_config = SearchConfig.from_dict(search_values)
     search_file = out / "search_config.json"  # what `evonas search --config` takes
-    search_file.write_text(json.dumps(config["search"], indent=2) + "\n")
+    search_file.write_text(json.dumps(search_values, indent=2) + "\n")
     summary = finished_summary(run_dir, search_config)
     if summary is None:
         summary = run_search(search_config, run_dir, progress=progress, overwrite=True)  # an unfinished or other run

@@ -43,6 +43,10 @@ def place(tmp_path, monkeypatch):
     (tmp_path / "empty.tsv").write_text("")
     (tmp_path / "t.tsv").write_text("text\tlabel\n" + "".join(f"w{i} x\t{i % 2}\n" for i in range(10)))
     (tmp_path / "t.csv").write_text("g1,acc\n0,0.5\n1,0.7\n")
+    for name, source in PYTHON_CONFIGS.items():
+        (tmp_path / name).write_text(source)
+    (tmp_path / "abl" / "base").mkdir(parents=True)
+    finished_run(tmp_path / "abl" / "base" / "seed0")  # a finished run of another config than ablate_ok.py's
     (tmp_path / "model").mkdir()
     for name in ("genome.json", "model.json", "tokenizer.json", "params"):
         (tmp_path / "model" / name).write_text("not json")
@@ -52,6 +56,39 @@ def place(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Population, "fit", no_training)
     return tmp_path
+
+
+TINY_RUN = {"num_children": 2, "children_per_generation": 2, "population_size": 2, "sample_size": 2,
+            "space": TINY_SPACE}
+
+
+def ablation_config(ablation) -> str:
+    return f"def get_config(arg=None):\n    return {TINY_RUN!r}\n\ndef get_ablation(arg=None):\n    return {ablation!r}\n"
+
+
+PYTHON_CONFIGS = {  # file name -> source, written into the working directory of every case
+    "noget.py": "CONFIG = {'steps': 5}\n",
+    "raises.py": "def get_config(arg=None):\n    return {'steps': 1 // 0}\n",
+    "listed.py": "def get_config(arg=None):\n    return [('steps', 5)]\n",
+    "broken.py": "def get_config(arg=None)\n    return {}\n",
+    "missing_import.py": "import no_such_module_anywhere\n",
+    "typo.py": "def get_config(arg=None):\n    return {'populaton': 3}\n",
+    "bad_value.py": "def get_config(arg=None):\n    return {'steps': 0}\n",
+    "not_data.py": "def get_config(arg=None):\n    return {'steps': print}\n",
+    "smoke_only.py": "def get_config(arg=None):\n    assert arg == 'smoke', 'give :smoke'\n    return {}\n",
+    "no_ablation.py": "def get_config(arg=None):\n    return {}\n",
+    "ablate_ok.py": ablation_config({"seeds": [0]}),
+    "ablate_keys.py": ablation_config({"seeds": [0], "grids": {}}),
+    "ablate_grid_key.py": ablation_config({"grid": {"strategyy": ["random"]}, "seeds": [0]}),
+    "ablate_grid_value.py": ablation_config({"grid": {"crossover_rate": [0.5, 2]}, "seeds": [0]}),
+    "ablate_grid_list.py": ablation_config({"grid": {"strategy": "random"}, "seeds": [0]}),
+    "ablate_grid_repeat.py": ablation_config({"grid": {"strategy": ["random", "random"]}, "seeds": [0]}),
+    "ablate_grid_seed.py": ablation_config({"grid": {"seed": [1, 2]}, "seeds": [0]}),
+    "ablate_no_seeds.py": ablation_config({"grid": {"strategy": ["random"]}}),
+    "ablate_seed_value.py": ablation_config({"seeds": [0, -1]}),
+    "ablate_metric.py": ablation_config({"seeds": [0], "metric": "accuracy"}),
+    "ablate_cell.py": ablation_config({"grid": {"sample_size": [2, 4]}, "seeds": [0]}),
+}
 
 
 def config_file(tmp_path, values) -> str:
@@ -100,6 +137,18 @@ SEARCH = [
     (["--config", {"space": {"widths": [64], "heads": [3]}}], "width 64 is not divisible by 3 attention heads"),
     (["--config", {"listops": {"max_depth": 0}}], "'listops': max_depth must be an integer from 1 to 1,000,000"),
     (["--config", {"task": "sorting"}], "task must be one of 'listops'"),
+    (["--config", "gone.py"], "--config gone.py: cannot read it (no such file)"),
+    (["--config", "notes.py"], "--config notes.py: cannot read it (no such file)"),
+    (["--config", "noget.py"], "--config noget.py has no get_config() function"),
+    (["--config", "raises.py"], "--config raises.py: get_config() raised ZeroDivisionError: integer division"),
+    (["--config", "smoke_only.py"], "--config smoke_only.py: get_config() raised AssertionError: give :smoke"),
+    (["--config", "raises.py:smoke"], "--config raises.py: get_config('smoke') raised ZeroDivisionError"),
+    (["--config", "listed.py"], "--config listed.py: get_config() must return a dict of config keys, got list"),
+    (["--config", "broken.py"], "--config broken.py: importing it raised SyntaxError"),
+    (["--config", "missing_import.py"], "importing it raised ModuleNotFoundError: No module named 'no_such_module"),
+    (["--config", "typo.py"], "--config typo.py: unknown config keys ['populaton']"),
+    (["--config", "bad_value.py"], "--config bad_value.py: steps must be an integer from 1"),
+    (["--config", "not_data.py"], "--config not_data.py: get_config() returned a value that is not JSON data"),
     (["--coordinator", "nowhere"], "--coordinator must be HOST:PORT"),
     (["--coordinator", "127.0.0.1:1234", "--num-processes", "2", "--process-id", "2"], "--process-id must be from 0"),
 ]
@@ -156,9 +205,30 @@ REPLAY = [
     (["--table", "t.csv", "--metric", "acc", "--evaluations", "0", *REPLAY_ARGS[4:]],
      "--evaluations and --seeds must be at least 1"),
 ]
+ABLATE = [
+    (["gone.py"], "CONFIG gone.py: cannot read it (no such file)"),
+    (["bad.json"], "CONFIG bad.json must be a Python file, FILE.py or FILE.py:ARG"),
+    (["raises.py"], "CONFIG raises.py: get_config() raised ZeroDivisionError"),
+    (["typo.py"], "CONFIG typo.py: unknown config keys ['populaton']"),
+    (["no_ablation.py"], "CONFIG no_ablation.py has no get_ablation() function"),
+    (["ablate_keys.py"], "get_ablation() has unknown keys ['grids']; known are ['grid', 'metric', 'seeds']"),
+    (["ablate_grid_key.py"], "CONFIG ablate_grid_key.py: grid option 'strategyy' is not a config key"),
+    (["ablate_grid_value.py"], "grid crossover_rate must be a number from 0 to 1, got 2"),
+    (["ablate_grid_list.py"], "grid strategy must be a non-empty list of values, got 'random'"),
+    (["ablate_grid_repeat.py"], "grid strategy repeats a value"),
+    (["ablate_grid_seed.py"], "grid cannot vary 'seed'; the seeds are get_ablation()'s 'seeds'"),
+    (["ablate_no_seeds.py"], "must give 'seeds', a non-empty list of integers, got None"),
+    (["ablate_seed_value.py"], "CONFIG ablate_seed_value.py: seeds must be an integer from 0"),
+    (["ablate_metric.py"], "metric must be one of 'best_val_accuracy'"),
+    (["ablate_cell.py"], "cell sample_size=4: --sample-size (4) must be at most --population (2)"),
+    (["ablate_ok.py", "--out", "file.txt"], "--out file.txt is a file; give a directory"),
+    (["ablate_ok.py", "--out", ""], "--out is empty"),
+    (["ablate_ok.py", "--out", "abl"], "abl/base/seed0 holds a run of another config (listops="),
+]
 CASES = ([("search", args, expected) for args, expected in SEARCH] + [("retrain", a, e) for a, e in RETRAIN]
          + [("predict", a, e) for a, e in PREDICT] + [("data import", a, e) for a, e in DATA_IMPORT]
-         + [("report", a, e) for a, e in REPORT] + [("replay", a, e) for a, e in REPLAY])
+         + [("report", a, e) for a, e in REPORT] + [("replay", a, e) for a, e in REPLAY]
+         + [("ablate", a, e) for a, e in ABLATE])
 
 
 def snapshot(directory):
@@ -181,7 +251,7 @@ def test_bad_input_gets_one_line_naming_it_and_writes_nothing(place, capsys, com
 
 def test_there_are_at_least_30_bad_inputs_across_the_commands():
     assert len(CASES) >= 30 and {c for c, _, _ in CASES} == {"search", "retrain", "predict", "data import", "report",
-                                                            "replay"}
+                                                            "replay", "ablate"}
 
 
 def test_deprecated_batch_warns_and_still_means_children_per_generation(place, capsys):

@@ -1,5 +1,6 @@
 """The experiments run end to end: the real-text benchmark's smoke mode (on the shared SST-2 and MR files), the
-evolution-vs-random comparison on a tiny budget, the population benchmark's smoke run and its executed-FLOP count."""
+population benchmark's smoke run and its executed-FLOP count (the evolution-vs-random comparison, now an
+`evonas ablate` config, is run by tests/test_ablate.py)."""
 
 import importlib.util
 import json
@@ -68,23 +69,6 @@ def test_mr_smoke_subset_is_decoded_from_cp1252_and_split_90_10_per_class(tmp_pa
 def test_unknown_config_is_a_clear_error(tmp_path, capsys):
     assert text_benchmark.main(["--config", "nonexistent", "--out", str(tmp_path)]) == 2
     assert "unknown config 'nonexistent'" in capsys.readouterr().err
-
-
-@pytest.mark.slow
-def test_evolution_vs_random_compares_both_strategies_per_seed(tmp_path):
-    overrides = {"num_children": 4, "children_per_generation": 2, "population_size": 2, "sample_size": 2, "steps": 5,
-                 "steps_per_call": 5, "space": {"max_blocks": 1, "ops": ["identity", "conv3"], "widths": [16]},
-                 "listops": {"num_train": 64, "num_validation": 16, "num_test": 16, "max_length": 12}}
-    (tmp_path / "config.json").write_text(json.dumps(overrides))
-    out = tmp_path / "results.json"
-    assert load_experiment("evolution_vs_random").main(["--seeds", "0", "1", "--config", str(tmp_path / "config.json"),
-                                                       "--out", str(out), "--runs", str(tmp_path / "runs")]) == 0
-    results = json.loads(out.read_text())
-    assert [(r["seed"], r["strategy"]) for r in results["runs"]] == [(0, "evolution"), (0, "random"), (1, "evolution"),
-                                                                     (1, "random")]
-    by_run = {(r["seed"], r["strategy"]): r["best_val_accuracy"] for r in results["runs"]}
-    assert results["gap_per_seed"]["1"] == pytest.approx(by_run[1, "evolution"] - by_run[1, "random"])
-    assert results["config"]["num_children"] == 4 and (tmp_path / "runs" / "random_seed1" / "history.jsonl").is_file()
 
 
 def test_executed_flops_follow_the_branches_a_genome_takes():
