@@ -92,8 +92,9 @@ class Objective:
         return {name: size for name, size in LATENCY_BATCH_SIZES.items() if name in self.metrics_used()}
 
     def feasible(self, metrics: Metrics) -> jax.Array:
-        """bool[N]: did not diverge and meets every constraint."""
-        ok = ~jnp.asarray(metrics["diverged"], bool)
+        """bool[N]: did not diverge (where `metrics` says so) and meets every constraint."""
+        first = jnp.asarray(next(iter(metrics.values())))
+        ok = ~jnp.asarray(metrics["diverged"], bool) if "diverged" in metrics else jnp.ones(first.shape, bool)
         for constraint in self.constraints:
             ok = ok & constraint.holds(metrics)
         return ok

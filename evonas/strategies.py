@@ -14,6 +14,7 @@ of a search is just the `State` pytree.
 import collections.abc
 import inspect
 import types
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -84,8 +85,12 @@ class Strategy:
     """Shared bookkeeping: settings checks, the `State` record, `tell`, and the jitted wrappers.
 
     Subclasses implement `_ask`. `ask` and `tell` are `jax.jit` of bound methods, so the static
-    settings on `self` are closed over and each compiles once per strategy instance.
+    settings on `self` are closed over and each compiles once per strategy instance. Each strategy owns its
+    state type (`state_type`, what `init` returns): a search loop reads only `next_id` and `generation` of it,
+    and a checkpoint saves it whole.
     """
+
+    state_type: ClassVar[type] = State
 
     def __init__(self, space: SearchSpace, population_size: int, num_children_per_generation: int,
                  num_objectives: int = 0):
