@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from evonas import strategies
-from evonas.errors import ConfigError
+from evonas import monitor, retrain, strategies
+from evonas.errors import ConfigError, InputError
 from evonas.fitness import Objective, best_record, is_candidate
 from evonas.space import Gene, SearchSpace
 from evonas.strategies import NO_ID, AgingEvolution
@@ -61,6 +61,11 @@ def test_records_that_break_a_constraint_are_never_the_best():
     assert [is_candidate(r) for r in history] == [False, True, False, True]
     assert best_record(history)["id"] == 1
     assert best_record(history[:1]) is None
+    assert monitor.best_child(history)["id"] == 1
+    with_genomes = [{**r, "genome": [r["id"]]} for r in history]
+    assert [r["id"] for r in retrain.top_genomes(with_genomes, 2)] == [1, 3]  # retrain's pick: candidates only
+    with pytest.raises(InputError, match="only 2 distinct genomes that did not diverge nor break a constraint"):
+        retrain.top_genomes(with_genomes, 3)
 
 
 def space() -> SearchSpace:
