@@ -10,7 +10,7 @@ checksums, so bytes garbled afterwards fail to restore rather than restoring wro
 
 import warnings
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 import jax
 import numpy as np
@@ -18,7 +18,6 @@ import orbax.checkpoint as ocp
 from flax import struct
 
 from evonas.errors import RunDirError
-from evonas.strategies import State
 
 KEEP = 2  # the newest checkpoint, and one to fall back on if the newest is damaged
 
@@ -35,7 +34,7 @@ class Progress:
     `strategy.generation` is the whole random state of the loop.
     """
 
-    strategy: State  # genomes, fitness, birth ids and counters; `strategy.generation` generations are done
+    strategy: Any  # the strategy's own state (`Strategy.state_type`); `strategy.generation` generations are done
     history_bytes: int  # length of history.jsonl after those generations; later bytes are a lost generation's
     wall_seconds: float  # spent on those generations, over every session of the run
     compilations: int  # programs compiled for them, over every session of the run

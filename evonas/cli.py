@@ -265,13 +265,15 @@ def _search(args) -> int:
         print(_interrupted(out, config), file=sys.stderr)
         return 130
     if summary["best_id"] is None:
-        print("every child diverged; no architecture to report", file=sys.stderr)
+        print("every child diverged or broke a constraint; no architecture to report", file=sys.stderr)
         return 1
-    print(f"best child {summary['best_id']}: validation accuracy {summary['best_val_accuracy']:.4f} "
-          f"({summary['best_params']:,} parameters)")
+    print(f"best child {summary['best_id']}: fitness {summary['best_fitness']:.4f}, validation accuracy "
+          f"{summary['best_val_accuracy']:.4f} ({summary['best_params']:,} parameters)")
     print(json.dumps(summary["best_architecture"], indent=2))
     print(f"{summary['children']} children in {summary['wall_seconds']:.0f} s, "
           f"{summary['compilations']} compilations; run directory: {out.resolve()}")
+    if "pareto_front" in summary:
+        print(f"Pareto front: {out.resolve() / summary['pareto_front']}")
     return 0
 
 

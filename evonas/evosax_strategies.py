@@ -56,6 +56,7 @@ class EvosaxStrategy(Strategy):
 
     algorithm: Any
     params: Any
+    state_type = EvosaxState
 
     def __init__(self, space: SearchSpace, num_children_per_generation: int):
         super().__init__(space, num_children_per_generation, num_children_per_generation)

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from evonas.fitness import best_record, is_candidate
+
 TENSORBOARD = "tensorboard"  # the run directory's subdirectory of TensorBoard event files
 GENERATIONS = "generations.jsonl"  # one line per generation: children, wall_seconds and compilations so far
 
@@ -46,7 +48,7 @@ def diversity(genomes: np.ndarray) -> float:
 def population_scalars(history: list[dict[str, Any]], population_size: int, steps: int) -> dict[str, float]:
     """The TensorBoard scalars of a search whose children so far are `history` (time and compilations aside)."""
     living = living_population(history, population_size)
-    fitness = [r["fitness"] for r in living if not r["diverged"]]
+    fitness = [r["fitness"] for r in living if is_candidate(r)]
     scalars = {"population/diversity": diversity([r["genome"] for r in living]),
                "progress/train_steps": float(len(history) * steps)}
     if best_so_far := best_child(history):
@@ -58,8 +60,8 @@ def population_scalars(history: list[dict[str, Any]], population_size: int, step
 
 
 def best_child(history: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The child of highest fitness that did not diverge; the first of equals."""
-    return max((r for r in history if not r["diverged"]), key=lambda r: r["fitness"], default=None)
+    """The child of highest fitness that did not diverge nor break a constraint; the first of equals."""
+    return best_record(history)
 
 
 def format_seconds(seconds: float) -> str:

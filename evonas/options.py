@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from evonas.errors import ConfigError, InputError, SpaceError
+from evonas.fitness import METRICS, Objective
 from evonas.member import COMPUTE_DTYPES, FORMS, TrainConfig
 from evonas.strategies import STRATEGIES
 from evonas.text import KINDS as TOKENIZERS
@@ -128,6 +129,19 @@ class SearchConfig:
     steps: int = option(150, "training steps per child", low=1, high=10**7)
     mutation_rate: float = option(0.1, "per-gene probability of a re-drawn gene (at least one changes)", low=0, high=1)
     crossover_rate: float = option(0.5, "probability that a child is the crossover of two parents", low=0, high=1)
+    # What selection uses, from each child's metrics (evonas.fitness.METRICS); the default is today's fitness.
+    objective: dict[str, Any] = option({"val_accuracy": 1.0},  # noqa: RUF009 - a default_factory
+                                       "fitness as a weighted sum of metrics, a JSON object metric -> weight, e.g. "
+                                       "'{\"val_accuracy\": 1, \"latency_ms_b1\": -0.01}'", group="objective")
+    constraints: dict[str, Any] = option({},  # noqa: RUF009 - a default_factory
+                                         "hard constraints, a JSON object metric -> '<= X' or '>= X', e.g. "
+                                         "'{\"params\": \"<= 1e6\"}': a child that breaks one is never a parent "
+                                         "nor the best", group="objective")
+    pareto: dict[str, Any] = option({},  # noqa: RUF009 - a default_factory
+                                    "Pareto mode: a JSON object of two or more metrics -> 'max' or 'min', e.g. "
+                                    "'{\"val_accuracy\": \"max\", \"params\": \"min\"}'; aging evolution "
+                                    "then selects by non-dominated rank and crowding (NSGA-II) and the run keeps "
+                                    "pareto.json", group="objective")
     batch_size: int = option(32, "training examples per step (the minibatch size)", low=1, high=2**16)
     steps_per_call: int = option(25, "training steps fused into one compiled call", flag=None, low=1, high=10**7)
     population_form: str = option(
@@ -174,6 +188,7 @@ class SearchConfig:
             object.__setattr__(self, name, spec.check(getattr(self, name), describe(name)))
         _check_keywords(self.listops, _listops_keywords(), "listops")
         self.search_space()  # the space's own checks
+        self.make_objective()  # the objective's own checks
         self._check_sizes()
 
     def _check_sizes(self) -> None:
@@ -189,9 +204,17 @@ class SearchConfig:
         if self.strategy == "evolution" and self.sample_size > self.population_size:
             raise ConfigError(f"{describe('sample_size')} ({self.sample_size}) must be at most "
                               f"{describe('population_size')} ({self.population_size})")
+        if self.pareto and self.strategy not in ("evolution", "random"):
+            raise ConfigError(f"{describe('pareto')} selects by Pareto rank, which only --strategy evolution does "
+                              f"(and random, which does not select); got --strategy {self.strategy}")
         if self.strategy == "evolution" and self.search_space().size == 1:
             raise ConfigError("the config's 'space' has a single genome, so evolution cannot change one; "
                               "give some gene two or more choices")
+
+    def make_objective(self) -> Objective:
+        """The `Objective` that `objective`, `constraints` and `pareto` declare."""
+        return Objective.from_options(self.objective, self.constraints, self.pareto,
+                                      names=(describe("objective"), describe("constraints"), describe("pareto")))
 
     def search_space(self):
         """The `SearchSpace` that `space` declares."""
@@ -276,13 +299,27 @@ def _check_known(values: dict[str, Any], source: str | None) -> None:
                           f"{sorted(SearchConfig.OPTIONS)}")
 
 
-_METAVARS = {int: "N", float: "X"}
+_METAVARS = {int: "N", float: "X", dict: "JSON"}
+
+
+def _json_object(text: str) -> Any:
+    """A flag's JSON value; whether it is an object is the option's own check."""
+    import argparse
+
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({error.msg} at column {error.colno}): {text!r}") from None
+
+
+_PARSERS = {dict: _json_object}
 
 
 def add_arguments(parser) -> None:
     """The flags of every option that has one, in argument groups, with each default in its help."""
-    groups = {"search": parser, "real text": parser.add_argument_group(
-        "real text", "a prepared tensorflow-datasets dataset instead of ListOps")}
+    groups = {"search": parser, "objective": parser.add_argument_group(
+        "objective", f"what selection uses, from each child's metrics ({', '.join(METRICS)})"),
+        "real text": parser.add_argument_group("real text", "a prepared tensorflow-datasets dataset instead of ListOps")}
     defaults = SearchConfig.__dataclass_fields__
     for name, spec in SearchConfig.OPTIONS.items():
         if not spec.flag:
@@ -294,7 +331,7 @@ def add_arguments(parser) -> None:
         if spec.kind is bool:
             group.add_argument(spec.flag, dest=name, action="store_const", const=True, help=help_text)
         else:
-            group.add_argument(spec.flag, dest=name, type=spec.kind if spec.choices is None else str,
+            group.add_argument(spec.flag, dest=name, type=_PARSERS.get(spec.kind, spec.kind) if spec.choices is None else str,
                                choices=spec.choices, metavar=None if spec.choices else _METAVARS.get(spec.kind, name.split("_")[-1].upper()),
                                help=help_text)
         for old in spec.deprecated_flags:

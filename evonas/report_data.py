@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from evonas.errors import InputError
+from evonas.fitness import is_candidate
 from evonas.monitor import GENERATIONS, best_child
 from evonas.space import SearchSpace
 
@@ -70,7 +71,7 @@ def best_so_far(history: list[dict[str, Any]]) -> np.ndarray:
     """float[children]: after each child, the validation accuracy of the fittest child so far (NaN before any)."""
     curve, best = [], None
     for record in history:
-        if not record["diverged"] and (best is None or record["fitness"] > best["fitness"]):
+        if is_candidate(record) and (best is None or record["fitness"] > best["fitness"]):
             best = record
         curve.append(np.nan if best is None else best["val_accuracy"])
     return np.asarray(curve, float)
@@ -86,7 +87,7 @@ def child_seconds(run: RunData) -> np.ndarray | None:
 
 def fitness_array(history: list[dict[str, Any]]) -> np.ndarray:
     """float[children]: each child's fitness, NaN where it diverged."""
-    return np.asarray([np.nan if r["diverged"] else r["fitness"] for r in history], float)
+    return np.asarray([r["fitness"] if is_candidate(r) else np.nan for r in history], float)
 
 
 def gene_frequencies(space: SearchSpace, history: list[dict[str, Any]], population_size: int) -> list[np.ndarray]:
@@ -138,7 +139,7 @@ def gene_importance(space: SearchSpace, history: list[dict[str, Any]], folds: in
     from sklearn.metrics import r2_score
     from sklearn.model_selection import KFold
 
-    finite = [r for r in history if not r["diverged"]]
+    finite = [r for r in history if is_candidate(r)]
     if len(finite) < MIN_CHILDREN_FOR_IMPORTANCE:
         return None
     x = np.asarray([r["genome"] for r in finite], float)
@@ -156,7 +157,7 @@ def gene_importance(space: SearchSpace, history: list[dict[str, Any]], folds: in
 def fitness_by_choice(space: SearchSpace, history: list[dict[str, Any]], gene: str) -> dict[str, np.ndarray]:
     """The fitness of the children (not diverged) that chose each option of `gene`, by the option's label."""
     g = space.index(gene)
-    return {str(choice): np.asarray([r["fitness"] for r in history if not r["diverged"] and r["genome"][g] == c])
+    return {str(choice): np.asarray([r["fitness"] for r in history if is_candidate(r) and r["genome"][g] == c])
             for c, choice in enumerate(space.genes[g].choices)}
 
 
@@ -179,7 +180,7 @@ def top_children(run: RunData, k: int = 10) -> list[dict[str, Any]]:
     it retrained that genome (mean and std over seeds), else None."""
     retrained = {tuple(g["genome"]): g for g in (run.retrain or {}).get("genomes", [])}
     distinct: dict[tuple[int, ...], dict[str, Any]] = {}
-    for record in sorted((r for r in run.history if not r["diverged"]), key=lambda r: -r["fitness"]):
+    for record in sorted((r for r in run.history if is_candidate(r)), key=lambda r: -r["fitness"]):
         distinct.setdefault(tuple(record["genome"]), record)
     rows = []
     for genome, record in list(distinct.items())[:k]:

@@ -24,6 +24,7 @@ from evonas import run_dir as run_dirs
 from evonas.data import TASK_FILE, TOKENIZER_FILE, TextSplit, read_task_files
 from evonas.errors import InputError, RunDirError
 from evonas.export import export_model
+from evonas.fitness import is_candidate
 from evonas.layers import Params
 from evonas.models import Architecture, count_params
 from evonas.population import Population
@@ -94,11 +95,11 @@ def top_genomes(history: list[dict[str, Any]], top_k: int) -> list[dict[str, Any
     if top_k < 1:
         raise InputError(f"--top-k must be at least 1, got {top_k}")
     distinct: dict[tuple[int, ...], dict[str, Any]] = {}
-    for record in sorted((r for r in history if not r["diverged"]), key=lambda r: -r["fitness"]):
+    for record in sorted((r for r in history if is_candidate(r)), key=lambda r: -r["fitness"]):
         distinct.setdefault(tuple(record["genome"]), record)
     if len(distinct) < top_k:
         raise InputError(f"--top-k {top_k} asked, but the run has only {len(distinct)} distinct genomes that did not "
-                         "diverge")
+                         "diverge nor break a constraint")
     return list(distinct.values())[:top_k]
 
 

@@ -8,15 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
 from evonas import data as data_lib
-from evonas import run_dir, strategies
+from evonas import fitness, run_dir, strategies
 from evonas.checkpoint import Checkpoints, Progress, ResumeError
+from evonas.costs import child_costs
 from evonas.errors import ConfigError
-from evonas.models import Architecture, count_params, forward_flops
+from evonas.models import Architecture
 from evonas.monitor import GenerationMonitor
 from evonas.options import SearchConfig
 from evonas.population import Population
@@ -46,7 +46,8 @@ def make_strategy(config: SearchConfig, space: SearchSpace):
     return strategies.make(config.strategy, space, population_size=config.population_size,
                            num_children_per_generation=config.children_per_generation,
                            sample_size=config.sample_size, mutation_rate=config.mutation_rate,
-                           crossover_rate=config.crossover_rate)
+                           crossover_rate=config.crossover_rate,
+                           num_objectives=config.make_objective().num_objectives)
 
 
 CHECKPOINTS = run_dir.CHECKPOINTS  # the run directory's subdirectory of per-generation checkpoints
@@ -113,7 +114,7 @@ def run_search(config: SearchConfig, out_dir: str | Path, progress: bool = True,
     task = load_task(config)
     model = PopulationModel(space, task.vocab_size, task.max_length, task.num_classes)
     population = Population(model, config.train_config())
-    strategy = make_strategy(config, space)
+    strategy, objective = make_strategy(config, space), config.make_objective()
     initial = Progress(strategy.init(), history_bytes=0, wall_seconds=0.0, compilations=0)
     if resume:
         data_lib.write_task_files(task, out)
@@ -145,14 +146,13 @@ def run_search(config: SearchConfig, out_dir: str | Path, progress: bool = True,
             fitted = population.fit(
                 jax.random.split(key_init, config.children_per_generation), np.asarray(children), train,
                 {"validation": validation}, key_train, config.steps, chunk_size)
-            accuracy, val_loss, losses = fitted["validation_accuracy"], fitted["validation_loss"], fitted["losses"]
-            diverged = ~np.isfinite(losses).all(axis=1) | ~np.isfinite(val_loss)
-            fitness = np.where(diverged, -np.inf, accuracy)
+            metrics = children_metrics(space, model, np.asarray(children), fitted, objective)
             first_id = int(state.next_id)
-            state = strategy.tell(state, children, jnp.asarray(fitness, jnp.float32))
+            state = strategy.tell(state, children, objective.selection(metrics))
+            scores = np.asarray(objective.fitness(metrics))
             for j, genome in enumerate(np.asarray(children)):
-                record = child_record(space, model, task, genome, first_id + j, generation, np.asarray(parents[j]),
-                                      fitness[j], float(accuracy[j]), float(val_loss[j]), losses[j], bool(diverged[j]))
+                record = child_record(genome, first_id + j, generation, np.asarray(parents[j]), scores[j],
+                                      {name: values[j] for name, values in metrics.items()})
                 history.append(record)
                 log.write((json.dumps(record) + "\n").encode())
             log.flush()
@@ -168,41 +168,58 @@ def run_search(config: SearchConfig, out_dir: str | Path, progress: bool = True,
 
     summary = summarize(space, history, config, earlier.compilations + population.traces,
                         earlier.wall_seconds + time.perf_counter() - start)
+    if objective.is_pareto:
+        (out / fitness.PARETO_FILE).write_text(json.dumps(objective.pareto_front(history), indent=2))
+        summary["pareto_front"] = fitness.PARETO_FILE
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
-def child_record(space, model, task, genome, child_id, generation, parents, fitness, accuracy, val_loss, losses, diverged):
-    arch = Architecture.from_genome(space, genome)
-    return {
+def children_metrics(space, model, children: np.ndarray, fitted, objective: fitness.Objective):
+    """A generation's metrics by name, arrays over children (see `evonas.fitness`); latencies only where used."""
+    losses, val_loss = fitted["losses"], fitted["validation_loss"]
+    metrics = {"val_accuracy": fitted["validation_accuracy"], "val_loss": val_loss, "train_loss": losses[:, -1],
+               "diverged": ~np.isfinite(losses).all(axis=1) | ~np.isfinite(val_loss)}
+    costs = [child_costs(model, Architecture.from_genome(space, genome), objective.latency_batch_sizes())
+             for genome in children]
+    return metrics | {name: np.asarray([c[name] for c in costs]) for name in costs[0]}
+
+
+def child_record(genome, child_id, generation, parents, score, metrics):
+    """One line of history.jsonl; `fitness` is null for a child that diverged or broke a constraint."""
+    diverged = bool(metrics["diverged"])
+    record = {
         "id": child_id,
         "generation": generation,
         "genome": [int(g) for g in genome],
         "parents": [int(p) for p in parents if p >= 0],
-        "fitness": None if diverged else float(fitness),
-        "val_accuracy": None if diverged else accuracy,
-        "val_loss": None if diverged else val_loss,
-        "train_loss": None if diverged else float(losses[-1]),
-        "params": count_params(model.standalone_shapes(arch)),
-        "flops": forward_flops(arch, task.max_length, task.num_classes),
+        "fitness": float(score) if np.isfinite(score) else None,
+        "val_accuracy": None if diverged else float(metrics["val_accuracy"]),
+        "val_loss": None if diverged else float(metrics["val_loss"]),
+        "train_loss": None if diverged else float(metrics["train_loss"]),
+        "params": int(metrics["params"]),
+        "flops": int(metrics["flops"]),
         "diverged": diverged,
     }
+    return record | {name: float(value) for name, value in metrics.items() if name.startswith("latency_ms")}
 
 
 def summarize(space: SearchSpace, history, config: SearchConfig, compilations: int, wall_seconds: float):
     """The best child, and enough context to judge it: first-generation median, count, cost."""
-    finite = [r for r in history if not r["diverged"]]
-    best = max(finite, key=lambda r: r["fitness"]) if finite else None
-    first = [r["fitness"] for r in history if r["generation"] == 0 and not r["diverged"]]
+    best = fitness.best_record(history)
+    first = [r["val_accuracy"] for r in history if r["generation"] == 0 and not r["diverged"]]
     return {
         "best_id": best and best["id"],
         "best_genome": best and best["genome"],
         "best_architecture": best and Architecture.from_genome(space, best["genome"]).to_dict(),
         "best_val_accuracy": best and best["val_accuracy"],
         "best_params": best and best["params"],
+        "best_fitness": best and best["fitness"],
         "first_generation_median_val_accuracy": float(np.median(first)) if first else None,
         "children": len(history),
-        "diverged": len(history) - len(finite),
+        "diverged": sum(r["diverged"] for r in history),
+        "infeasible": sum(not fitness.is_candidate(r) and not r["diverged"] for r in history),
+        "objective": config.make_objective().to_json(),
         "generations": config.num_children // config.children_per_generation,
         "strategy": config.strategy,
         "seed": config.seed,

@@ -14,12 +14,14 @@ of a search is just the `State` pytree.
 import collections.abc
 import inspect
 import types
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from evonas import pareto
 from evonas.space import Genome, SearchSpace
 
 Genomes = jax.Array  # int32[num, num_genes]
@@ -33,7 +35,8 @@ class State:
     """Everything a strategy changes between generations."""
 
     genomes: jax.Array  # int32[population_size, num_genes]; rows at and beyond `size` are unused
-    fitness: jax.Array  # float32[population_size]; -inf marks an empty slot or a diverged member
+    fitness: jax.Array  # float32[population_size] (Pareto: [population_size, num_objectives]); -inf marks an
+    # empty slot or a member that is not feasible (diverged, or broke a constraint; see evonas.fitness)
     ids: jax.Array  # int32[population_size]; birth id of each member (smaller is older), NO_ID when empty
     size: jax.Array  # int32[]: filled slots, always the first `size` rows
     next_id: jax.Array  # int32[]: birth id the next told child gets
@@ -63,6 +66,11 @@ def mutate(key: jax.Array, genome: Genome, num_choices: np.ndarray, mutation_rat
     return jnp.where(changes, (genome + offsets) % jnp.asarray(num_choices), genome)
 
 
+def is_feasible(fitness: jax.Array) -> jax.Array:
+    """bool[num] of fitness float32[num] or float32[num, K]: every value finite (-inf marks the infeasible)."""
+    return jnp.isfinite(fitness) if fitness.ndim == 1 else jnp.all(jnp.isfinite(fitness), axis=-1)
+
+
 def best(state: State) -> tuple[jax.Array, jax.Array]:
     """Slot and fitness of the fittest *current* member; the fitness is -inf if no member is finite.
 
@@ -77,10 +85,15 @@ class Strategy:
     """Shared bookkeeping: settings checks, the `State` record, `tell`, and the jitted wrappers.
 
     Subclasses implement `_ask`. `ask` and `tell` are `jax.jit` of bound methods, so the static
-    settings on `self` are closed over and each compiles once per strategy instance.
+    settings on `self` are closed over and each compiles once per strategy instance. Each strategy owns its
+    state type (`state_type`, what `init` returns): a search loop reads only `next_id` and `generation` of it,
+    and a checkpoint saves it whole.
     """
 
-    def __init__(self, space: SearchSpace, population_size: int, num_children_per_generation: int):
+    state_type: ClassVar[type] = State
+
+    def __init__(self, space: SearchSpace, population_size: int, num_children_per_generation: int,
+                 num_objectives: int = 0):
         if population_size < 1:
             raise ValueError(f"population_size must be at least 1, got {population_size}")
         if not 1 <= num_children_per_generation <= population_size:
@@ -88,9 +101,12 @@ class Strategy:
                 f"num_children_per_generation must be between 1 and population_size={population_size}, "
                 f"got {num_children_per_generation}; otherwise one generation would overwrite its own children"
             )
+        if num_objectives < 0:
+            raise ValueError(f"num_objectives must be 0 (one fitness per member) or more, got {num_objectives}")
         self.space = space
         self.population_size = population_size
         self.num_children_per_generation = num_children_per_generation
+        self.fitness_shape = (num_objectives,) if num_objectives else ()  # of one member's fitness
         self.ask = jax.jit(self._ask)
         self.tell = jax.jit(self._tell)
 
@@ -98,7 +114,7 @@ class Strategy:
         """An empty population: every slot has fitness -inf and id NO_ID."""
         return State(
             genomes=jnp.zeros((self.population_size, self.space.num_genes), jnp.int32),
-            fitness=jnp.full((self.population_size,), -jnp.inf, jnp.float32),
+            fitness=jnp.full((self.population_size, *self.fitness_shape), -jnp.inf, jnp.float32),
             ids=jnp.full((self.population_size,), NO_ID, jnp.int32),
             size=jnp.array(0, jnp.int32),
             next_id=jnp.array(0, jnp.int32),
@@ -115,19 +131,22 @@ class Strategy:
         Args:
           state: the state `children` were asked from (or any later one).
           children: int32[num, num_genes], usually the genomes `ask` returned.
-          fitness: float32[num], higher is better; NaN and inf are stored as -inf, the worst.
+          fitness: float32[num], higher is better; NaN and inf are stored as -inf, the worst. With `num_objectives`
+            K > 0, float32[num, K], each column maximized, and a row with any NaN or inf is stored all -inf.
 
         Returns:
           The new state; children get birth ids `next_id, next_id + 1, ...` and `generation` grows by one.
         """
         children = jnp.asarray(children, jnp.int32)
         fitness = jnp.asarray(fitness, jnp.float32)
-        if children.ndim != 2 or children.shape[1] != self.space.num_genes or fitness.shape != children.shape[:1]:
+        if (children.ndim != 2 or children.shape[1] != self.space.num_genes
+                or fitness.shape != (*children.shape[:1], *self.fitness_shape)):
             raise ValueError(
-                f"tell expects children int32[num, {self.space.num_genes}] and fitness float32[num], "
-                f"got shapes {children.shape} and {fitness.shape}"
+                f"tell expects children int32[num, {self.space.num_genes}] and fitness float32[num"
+                f"{''.join(f', {n}' for n in self.fitness_shape)}], got shapes {children.shape} and {fitness.shape}"
             )
-        fitness = jnp.where(jnp.isfinite(fitness), fitness, -jnp.inf)
+        feasible = is_feasible(fitness).reshape(-1, *(1 for _ in self.fitness_shape))
+        fitness = jnp.where(feasible, fitness, -jnp.inf)
 
         def insert(state: State, child: tuple[Genome, jax.Array]) -> tuple[State, None]:
             genome, value = child
@@ -152,6 +171,11 @@ class AgingEvolution(Strategy):
     Parents come from tournaments; the oldest member, not the worst, dies. All children of one
     `ask` select their parents from the same state; `num_children_per_generation=1` is the
     classic algorithm, larger batches let a generation be trained as one vmapped step.
+
+    Only feasible members (finite fitness) enter a tournament, so a diverged child or one that broke a constraint
+    is never a parent; a child whose tournament finds no feasible member is drawn at random. With
+    `num_objectives` K > 0 (Pareto mode) the fitness has K maximized columns and a tournament is won as in NSGA-II:
+    lowest non-dominated rank in the current population, then largest crowding distance (`evonas.pareto`).
     """
 
     def __init__(
@@ -162,8 +186,9 @@ class AgingEvolution(Strategy):
         num_children_per_generation: int,
         mutation_rate: float = 0.0,  # per-gene; 0 means exactly one gene changes, as in Real et al.
         crossover_rate: float = 0.0,  # Real et al. use mutation only
+        num_objectives: int = 0,  # 0: one fitness per member; K > 0: Pareto selection over K objectives
     ):
-        super().__init__(space, population_size, num_children_per_generation)
+        super().__init__(space, population_size, num_children_per_generation, num_objectives)
         if not 1 <= sample_size <= population_size:
             raise ValueError(f"sample_size must be between 1 and population_size={population_size}, got {sample_size}")
         for name, rate in (("mutation_rate", mutation_rate), ("crossover_rate", crossover_rate)):
@@ -189,38 +214,54 @@ class AgingEvolution(Strategy):
         """
         keys = jax.random.split(key, self.num_children_per_generation)
         positions = jnp.arange(self.num_children_per_generation, dtype=jnp.int32)
-        return jax.vmap(self._make_child, in_axes=(0, None, 0))(keys, state, positions)
+        ranking = self._ranking(state)
+        return jax.vmap(self._make_child, in_axes=(0, None, None, 0))(keys, state, ranking, positions)
 
-    def _make_child(self, key: jax.Array, state: State, position: jax.Array) -> tuple[Genome, jax.Array]:
-        """The child at `position` in the batch: random while the population fills, else bred."""
+    def _ranking(self, state: State) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Per slot: feasible (filled, finite fitness), and two keys a tournament minimizes in turn.
+
+        One fitness: the negated fitness, then 0. Pareto: the non-dominated rank, then the negated crowding distance.
+        """
+        feasible = (jnp.arange(self.population_size) < state.size) & is_feasible(state.fitness)
+        if not self.fitness_shape:
+            return feasible, jnp.where(feasible, -state.fitness, jnp.inf), jnp.zeros_like(state.fitness)
+        rank, crowding = pareto.ranks_and_crowding(state.fitness, feasible)
+        return feasible, rank.astype(jnp.float32), -crowding
+
+    def _make_child(self, key: jax.Array, state: State, ranking, position: jax.Array) -> tuple[Genome, jax.Array]:
+        """The child at `position` in the batch: random while the population fills or has no feasible member,
+        else bred from feasible parents."""
         key_random, key_first, key_second, key_use_crossover, key_crossover, key_mutate = jax.random.split(key, 6)
-        first = self._tournament(key_first, state)
-        second = self._tournament(key_second, state)
-        use_crossover = jax.random.bernoulli(key_use_crossover, self.crossover_rate)
+        feasible = ranking[0]
+        first = self._tournament(key_first, ranking)
+        second = self._tournament(key_second, ranking)
+        use_crossover = jax.random.bernoulli(key_use_crossover, self.crossover_rate) & feasible[second]
         crossed = crossover(key_crossover, state.genomes[first], state.genomes[second])
         before_mutation = jnp.where(use_crossover, crossed, state.genomes[first])
         bred = mutate(key_mutate, before_mutation, self.space.num_choices, self.mutation_rate)
         bred_parents = jnp.stack([state.ids[first], jnp.where(use_crossover, state.ids[second], NO_ID)])
 
-        is_random = state.size + position < self.population_size
+        is_random = (state.size + position < self.population_size) | ~feasible[first]
         child = jnp.where(is_random, self.space.sample(key_random), bred)
         parents = jnp.where(is_random, NO_ID, bred_parents)
         return child, parents
 
-    def _tournament(self, key: jax.Array, state: State) -> jax.Array:
-        """Slot of the fittest of `sample_size` distinct filled members drawn uniformly.
+    def _tournament(self, key: jax.Array, ranking) -> jax.Array:
+        """Slot of the best of `sample_size` distinct feasible members drawn uniformly (by `_ranking`'s keys).
 
-        If fewer than `sample_size` members are filled (a batch that is not a divisor of the
-        population can breed before the population is full) the tournament is among all of them.
-        Ties go to the contender drawn first, so they are broken at random but fixed by the key.
+        If fewer than `sample_size` members are feasible (a batch that is not a divisor of the population can breed
+        before the population is full; members diverge or break constraints) the tournament is among all of them,
+        and the winner is infeasible only if none is feasible. Ties go to the contender drawn first, so they are
+        broken at random but fixed by the key.
         """
-        is_filled = jnp.arange(self.population_size) < state.size
-        # Random scores with empty slots pushed below every filled one: the top `sample_size` slots
-        # are a uniform sample of filled members, in random order, and an empty slot (fitness -inf)
-        # can only come after every filled contender, so it never wins even against a diverged one.
-        scores = jnp.where(is_filled, jax.random.uniform(key, (self.population_size,)), -1.0)
+        feasible, primary, secondary = ranking
+        # Random scores with infeasible slots pushed below every feasible one: the top `sample_size` slots are a
+        # uniform sample of feasible members, in random order, and an infeasible slot comes after all of them.
+        scores = jnp.where(feasible, jax.random.uniform(key, (self.population_size,)), -1.0)
         _, contenders = jax.lax.top_k(scores, self.sample_size)
-        return contenders[jnp.argmax(state.fitness[contenders])]
+        first_keys = primary[contenders]
+        tied = first_keys == jnp.min(first_keys)
+        return contenders[jnp.argmin(jnp.where(tied, secondary[contenders], jnp.inf))]
 
 
 class RandomSearch(Strategy):

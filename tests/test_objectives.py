@@ -77,3 +77,13 @@ def test_readme_example_runs_as_written():
     namespace = {}
     exec(compile(example, str(README), "exec"), namespace)  # noqa: S102 - the README's own example
     assert namespace["result"].best_value is not None
+
+
+def test_readme_constrained_objective_example_runs_as_written_and_meets_its_constraint():
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.DOTALL)
+    first = next(block for block in blocks if "evonas.objectives" in block)
+    constrained = next(block for block in blocks if "evonas.fitness" in block)
+    namespace = {}
+    exec(compile(first + constrained, str(README), "exec"), namespace)  # noqa: S102 - the README's own examples
+    best = namespace["result"].best_genome
+    assert best[0] <= 2 and best.tolist() == [2, 3, 3, 3, 3]

@@ -194,12 +194,19 @@ def test_diverged_child_never_wins_or_becomes_best(whole_population_tournament):
     assert set(first_parents(strategy, state, num_asks=10)) == {2}
 
 
-def test_all_diverged_population_still_breeds_from_members(whole_population_tournament):
+def test_all_diverged_population_breeds_no_child_from_them(whole_population_tournament):
+    # A diverged (or constraint-breaking) member is never a parent: with no feasible member, children are random.
     strategy = whole_population_tournament
     state = state_with(strategy, np.zeros((4, 4), np.int32), [jnp.nan] * 4)
     children, parents = strategy.ask(jax.random.key(0), state)
-    assert np.all((parents[:, 0] >= 0) & (parents[:, 0] < 4))
-    assert np.all(np.asarray(children)[:, 1] == 0)
+    assert np.all(np.asarray(parents) == strategies.NO_ID)
+    assert np.asarray(children).any()  # random genomes, not one-gene mutants of the all-zero members
+
+
+def test_infeasible_member_is_never_a_parent_even_when_it_fills_a_tournament(whole_population_tournament):
+    strategy = whole_population_tournament
+    state = state_with(strategy, np.eye(4, dtype=np.int32), [-jnp.inf, -jnp.inf, -jnp.inf, 0.1])
+    assert set(first_parents(strategy, state, num_asks=20)) == {int(state.ids[3])}
 
 
 def test_same_key_gives_same_children(text_strategies):
