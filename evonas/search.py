@@ -144,15 +144,18 @@ def run_search(config: SearchConfig, out_dir: str | Path, progress: bool = True,
             children, parents = strategy.ask(key_ask, state)
             fitted = population.fit(
                 jax.random.split(key_init, config.children_per_generation), np.asarray(children), train,
-                {"validation": validation}, key_train, config.steps, chunk_size)
+                {"validation": validation}, key_train, config.steps, chunk_size, hurdles=config.hurdles())
             accuracy, val_loss, losses = fitted["validation_accuracy"], fitted["validation_loss"], fitted["losses"]
-            diverged = ~np.isfinite(losses).all(axis=1) | ~np.isfinite(val_loss)
+            trained = np.arange(config.steps) < fitted["steps"][:, None]  # a stopped child's later losses are NaN
+            diverged = ~(np.isfinite(losses) | ~trained).all(axis=1) | ~np.isfinite(val_loss)
             fitness = np.where(diverged, -np.inf, accuracy)
             first_id = int(state.next_id)
             state = strategy.tell(state, children, jnp.asarray(fitness, jnp.float32))
             for j, genome in enumerate(np.asarray(children)):
                 record = child_record(space, model, task, genome, first_id + j, generation, np.asarray(parents[j]),
-                                      fitness[j], float(accuracy[j]), float(val_loss[j]), losses[j], bool(diverged[j]))
+                                      fitness[j], float(accuracy[j]), float(val_loss[j]), losses[j][trained[j]],
+                                      bool(diverged[j]))
+                record |= {"steps": int(fitted["steps"][j]), "hurdle_stopped": bool(fitted["steps"][j] < config.steps)}
                 history.append(record)
                 log.write((json.dumps(record) + "\n").encode())
             log.flush()
@@ -202,6 +205,7 @@ def summarize(space: SearchSpace, history, config: SearchConfig, compilations: i
         "best_params": best and best["params"],
         "first_generation_median_val_accuracy": float(np.median(first)) if first else None,
         "children": len(history),
+        "train_steps": sum(r.get("steps", config.steps) for r in history),
         "diverged": len(history) - len(finite),
         "generations": config.num_children // config.children_per_generation,
         "strategy": config.strategy,
