@@ -7,6 +7,7 @@ stopped members masked (`evonas.population.Population.fit`). Host logic only: a 
 """
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -43,7 +44,9 @@ def hurdle(scores: np.ndarray, quantile: float | None) -> float:
     finite = np.asarray(scores, np.float64)[np.isfinite(scores)]
     if not finite.size:
         return np.inf
-    return float(finite.mean() if quantile is None else np.quantile(finite, quantile))
+    if quantile is None:
+        return math.fsum(finite) / len(finite)  # a correctly rounded sum: the same whatever the members' order
+    return float(np.quantile(finite, quantile))
 
 
 def passing(scores: np.ndarray, training: np.ndarray, quantile: float | None) -> np.ndarray:
