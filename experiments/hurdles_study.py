@@ -56,9 +56,13 @@ def best_so_far_by_generation(history: list[dict], steps: int) -> list[tuple[int
     return curve
 
 
-def steps_to_reach(history: list[dict], steps: int, target: float) -> int | None:
-    """The train steps spent when the best fitness so far first reached `target` (None: never)."""
-    return next((spent for spent, best in best_so_far_by_generation(history, steps) if best >= target), None)
+def reach(history: list[dict], steps: int, target: float, seconds: list[float]) -> tuple[int | None, float | None]:
+    """The train steps spent, and the wall seconds (per generation, from generations.jsonl, compiling
+    included), when the best fitness so far first reached `target`; None, None if it never did."""
+    for (spent, best), wall in zip(best_so_far_by_generation(history, steps), seconds):
+        if best >= target:
+            return spent, wall
+    return None, None
 
 
 def cpu_seconds() -> float:
@@ -66,11 +70,12 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_one(config: SearchConfig, run_dir: Path) -> tuple[dict, list[dict]]:
-    """One search's figures, with the machine's load around it, and its history."""
+def run_one(config: SearchConfig, run_dir: Path) -> tuple[dict, list[dict], list[float]]:
+    """One search's figures, with the machine's load around it, its history and its seconds per generation."""
     load_before, cpu_before = os.getloadavg()[0], cpu_seconds()
     summary = run_search(config, run_dir, progress=False)
     history = read_history(run_dir)
+    seconds = [json.loads(line)["wall_seconds"] for line in (run_dir / "generations.jsonl").read_text().splitlines()]
     return {
         "seed": config.seed, "hurdle_steps": config.hurdle_steps, "hurdle_quantile": config.hurdle_quantile,
         "children": summary["children"], "train_steps": summary["train_steps"],
@@ -79,7 +84,7 @@ def run_one(config: SearchConfig, run_dir: Path) -> tuple[dict, list[dict]]:
         "wall_seconds": summary["wall_seconds"], "cpu_seconds": cpu_seconds() - cpu_before,
         "compilations": summary["compilations"],
         "load_average_before": load_before, "load_average_after": os.getloadavg()[0],
-    }, history
+    }, history, seconds
 
 
 def early_accuracies(config: SearchConfig, history: list[dict], steps: int) -> np.ndarray:
@@ -139,11 +144,14 @@ def main(argv=None) -> int:
             plain = SearchConfig(**{**base, "seed": seed})
             hurdled = dataclasses.replace(plain, num_children=args.hurdle_children, hurdle_steps=tuple(args.hurdle_steps),
                                           hurdle_quantile=args.hurdle_quantile)
-            plain_row, plain_history = run_one(plain, Path(scratch) / f"plain{seed}")
-            hurdle_row, hurdle_history = run_one(hurdled, Path(scratch) / f"hurdles{seed}")
+            plain_row, plain_history, plain_seconds = run_one(plain, Path(scratch) / f"plain{seed}")
+            hurdle_row, hurdle_history, hurdle_seconds = run_one(hurdled, Path(scratch) / f"hurdles{seed}")
             target = plain_row["best_val_accuracy"]
-            plain_row["steps_to_best"] = steps_to_reach(plain_history, plain.steps, target)
-            hurdle_row["steps_to_reach_plain_best"] = reached = steps_to_reach(hurdle_history, plain.steps, target)
+            plain_row["steps_to_best"], plain_row["seconds_to_best"] = reach(plain_history, plain.steps, target,
+                                                                            plain_seconds)
+            reached, hurdle_row["seconds_to_reach_plain_best"] = reach(hurdle_history, plain.steps, target,
+                                                                       hurdle_seconds)
+            hurdle_row["steps_to_reach_plain_best"] = reached
             hurdle_row["meets_floor"] = reached is not None and reached <= plain_row["train_steps"] / 2
             hurdle_row["curve"] = best_so_far_by_generation(hurdle_history, plain.steps)
             plain_row["curve"] = best_so_far_by_generation(plain_history, plain.steps)
