@@ -88,8 +88,9 @@ class GroupedModel:
 
     # ---- host: routing ----------------------------------------------------------------
 
-    def schedule(self, genomes: np.ndarray) -> dict[str, np.ndarray]:
-        """Where each member runs at each slot, for a chunk of `num_members` genomes.
+    def schedule(self, genomes: np.ndarray, active: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Where each member runs at each slot, for a chunk of `num_members` genomes; members not `active` (bool
+        per member; None: all are) run no block, as if they had none, so no tile computes them.
 
         Returns `tiles` (per group, int32[S, num_tiles, tile_size]: member indices, `num_members` for an
         empty place), `variants` (per group, int32[S, num_tiles]: the branch each tile runs, -1 for none) and
@@ -102,6 +103,8 @@ class GroupedModel:
             raise ValueError(f"this grouped form routes {self.num_members} members, got {num}")
         space = model.space
         num_blocks = np.asarray(space.gene("num_blocks").choices)[genomes[:, space.index("num_blocks")]]
+        if active is not None:
+            num_blocks = np.where(active, num_blocks, 0)
         widths = np.asarray(self.widths)[genomes[:, space.index("width")]]
         tiles = [np.full((slots, g.num_tiles, g.tile_size), num, np.int32) for g in self.groups]
         variants = [np.full((slots, g.num_tiles), -1, np.int32) for g in self.groups]

@@ -231,13 +231,15 @@ class MemberSteps(Steps):
         return jax.lax.map(lambda args: self._member_loss_and_grads(*args, tokens, labels, dropout_key),
                            (params, genomes))
 
-    def train(self, states: MemberState, genomes, data: Split, key, start_step, routes=None):
+    def train(self, states: MemberState, genomes, data: Split, key, start_step, routes=None, active=None):
         """`steps_per_call` steps for every member, each member's after the last one's. With one key, all
-        members see the same batches and dropout masks; with a key per member, each draws its own."""
+        members see the same batches and dropout masks; with a key per member, each draws its own. Members
+        not `active` (bool per member; None: all are) are skipped by a branch of their own: they do no work,
+        keep their state and report NaN losses."""
         steps = start_step + jnp.arange(self.config.steps_per_call)
 
         def one(args):
-            state, genome, key = args
+            state, genome, key, member_active = args
             key_data, key_dropout = jax.random.split(key)
 
             def step(state, step_index):
@@ -246,9 +248,15 @@ class MemberSteps(Steps):
                                                           jax.random.fold_in(key_dropout, step_index))
                 return self.update(state, genome, grads), loss
 
-            return jax.lax.scan(step, state, steps)
+            def run(state):
+                return jax.lax.scan(step, state, steps)
 
-        return jax.lax.map(one, (states, genomes, jnp.broadcast_to(key, genomes.shape[:1])))
+            if active is None:
+                return run(state)
+            return jax.lax.cond(member_active, run, lambda state: (state, jnp.full(steps.shape, jnp.nan)), state)
+
+        flags = jnp.ones(genomes.shape[:1], bool) if active is None else active
+        return jax.lax.map(one, (states, genomes, jnp.broadcast_to(key, genomes.shape[:1]), flags))
 
     def evaluate(self, states: MemberState, genomes, data: Split, routes=None):
         """Accuracy and mean loss of every member on a split, read in fixed-size batches."""
@@ -299,9 +307,11 @@ class GroupedSteps(Steps):
         (_, losses), grads = jax.value_and_grad(total, has_aux=True)(params)
         return losses, grads
 
-    def train(self, states: MemberState, genomes, data: Split, key, start_step, routes=None):
+    def train(self, states: MemberState, genomes, data: Split, key, start_step, routes=None, active=None):
         """`steps_per_call` steps, every member's step at once. With one key, all members see the same batches
-        and dropout masks; with a key per member, each draws its own."""
+        and dropout masks; with a key per member, each draws its own. Members not `active` (bool per member;
+        None: all are) keep their state and report NaN losses; `routes` that leave them out of every tile
+        (`GroupedModel.schedule`'s `active`) skip their blocks, the bulk of a step's work."""
         steps = start_step + jnp.arange(self.config.steps_per_call)
         shared = key.ndim == 0
         key_data, key_dropout = jax.random.split(key) if shared else jax.vmap(jax.random.split, out_axes=1)(key)
@@ -314,7 +324,12 @@ class GroupedSteps(Steps):
                 tokens, labels = jax.vmap(self.batch, (None, 0, None))(data, key_data, step_index)
                 dropout_key = jax.vmap(jax.random.fold_in, (0, None))(key_dropout, step_index)
             losses, grads = self.loss_and_grads(states.params, genomes, tokens, labels, dropout_key, routes)
-            return jax.vmap(self.update)(states, genomes, grads), losses
+            updated = jax.vmap(self.update)(states, genomes, grads)
+            if active is None:
+                return updated, losses
+            kept = jax.tree.map(lambda new, old: jnp.where(active.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
+                                updated, states)
+            return kept, jnp.where(active, losses, jnp.nan)
 
         states, losses = jax.lax.scan(step, states, steps)
         return states, losses.T

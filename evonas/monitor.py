@@ -50,7 +50,7 @@ def population_scalars(history: list[dict[str, Any]], population_size: int, step
     living = living_population(history, population_size)
     fitness = [r["fitness"] for r in living if is_candidate(r)]
     scalars = {"population/diversity": diversity([r["genome"] for r in living]),
-               "progress/train_steps": float(len(history) * steps)}
+               "progress/train_steps": float(sum(r.get("steps", steps) for r in history))}  # hurdles stop some early
     if best_so_far := best_child(history):
         scalars["fitness/best_so_far"] = best_so_far["fitness"]
     if fitness:

@@ -15,18 +15,20 @@ from typing import Any, ClassVar
 
 from evonas.errors import ConfigError, InputError, SpaceError
 from evonas.fitness import METRICS, Objective
+from evonas.hurdles import Hurdles
 from evonas.member import COMPUTE_DTYPES, FORMS, TrainConfig
 from evonas.strategies import STRATEGIES
 from evonas.text import KINDS as TOKENIZERS
 
-_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "a JSON object"}
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "a JSON object",
+               tuple: "an integer or a list of integers"}
 
 
 @dataclasses.dataclass(frozen=True)
 class Option:
     """What a `SearchConfig` field accepts, and how the command line spells it."""
 
-    kind: type  # bool, int, float, str or dict
+    kind: type  # bool, int, float, str, dict, or tuple (of integers; one integer is a tuple of one)
     help: str
     flag: str | None  # e.g. "--population"; None: only a --config file sets it
     group: str  # the argument group of `evonas search --help`
@@ -56,6 +58,12 @@ class Option:
         """`value` if allowed (an int given for a float becomes a float); else a ConfigError naming `where`."""
         if value is None and self.nullable:
             return value
+        if self.kind is tuple:
+            items = [value] if _is_kind(value, int) else value
+            if not isinstance(items, (list, tuple)) or not items or not all(_is_kind(v, int) for v in items):
+                raise ConfigError(f"{where} must be {self.allowed()}, got {_shown(value)}")
+            return tuple(Option(int, self.help, None, self.group, self.low, self.high, self.above).check(v, where)
+                         for v in items)
         if not _is_kind(value, self.kind) or self.choices is not None and value not in self.choices:
             raise ConfigError(f"{where} must be {self.allowed()}, got {_shown(value)}")
         if self.kind is float:
@@ -144,6 +152,13 @@ class SearchConfig:
                                     "pareto.json", group="objective")
     batch_size: int = option(32, "training examples per step (the minibatch size)", low=1, high=2**16)
     steps_per_call: int = option(25, "training steps fused into one compiled call", flag=None, low=1, high=10**7)
+    # Progressive dynamic hurdles (So et al. 2019; evonas.hurdles): measured in experiments/README.md, "Hurdles".
+    hurdle_steps: tuple[int, ...] | None = option(
+        None, "train steps after which a generation's children still training are scored on validation; those "
+        "below the hurdle stop there and keep that fitness, the rest train on (default: none, every child trains "
+        "--steps)", kind=tuple, low=1)
+    hurdle_quantile: float | None = option(None, "the hurdle as this quantile of the scores of the children still "
+                                           "training (default: their mean)", kind=float, low=0, high=1)
     population_form: str = option(
         "auto", "how a generation's members share the devices: 'member', one after another (best on CPUs); "
         "'grouped', side by side, grouped by the op each block runs (GPUs, TPUs); 'auto' picks by platform",
@@ -207,6 +222,15 @@ class SearchConfig:
         if self.pareto and self.strategy not in ("evolution", "random"):
             raise ConfigError(f"{describe('pareto')} selects by Pareto rank, which only --strategy evolution does "
                               f"(and random, which does not select); got --strategy {self.strategy}")
+        if self.hurdle_steps is not None:
+            if list(self.hurdle_steps) != sorted(set(self.hurdle_steps)):
+                raise ConfigError(f"{describe('hurdle_steps')} must increase, got {list(self.hurdle_steps)}")
+            if self.hurdle_steps[-1] >= self.steps:
+                raise ConfigError(f"{describe('hurdle_steps')} ({self.hurdle_steps[-1]}) must be below "
+                                  f"{describe('steps')} ({self.steps})")
+        elif self.hurdle_quantile is not None:
+            raise ConfigError(f"{describe('hurdle_quantile')} sets how high hurdles are, but {describe('hurdle_steps')} "
+                              "sets none")
         if self.strategy == "evolution" and self.search_space().size == 1:
             raise ConfigError("the config's 'space' has a single genome, so evolution cannot change one; "
                               "give some gene two or more choices")
@@ -236,10 +260,14 @@ class SearchConfig:
         _check_known(values, source)
         return cls(**(check_config_values(values, source) if source else values))
 
+    def hurdles(self) -> Hurdles | None:
+        """The progressive hurdles of each generation, or None."""
+        return None if self.hurdle_steps is None else Hurdles(self.hurdle_steps, self.hurdle_quantile)
+
     def train_config(self) -> TrainConfig:
         return TrainConfig(
             batch_size=self.batch_size,
-            steps_per_call=math.gcd(self.steps, self.steps_per_call),
+            steps_per_call=math.gcd(self.steps, self.steps_per_call, *(self.hurdle_steps or ())),
             form=self.population_form,
             compute_dtype=self.compute_dtype,
         )
@@ -330,6 +358,8 @@ def add_arguments(parser) -> None:
         group = groups[spec.group]
         if spec.kind is bool:
             group.add_argument(spec.flag, dest=name, action="store_const", const=True, help=help_text)
+        elif spec.kind is tuple:
+            group.add_argument(spec.flag, dest=name, type=int, nargs="+", metavar="N", help=help_text)
         else:
             group.add_argument(spec.flag, dest=name, type=_PARSERS.get(spec.kind, spec.kind) if spec.choices is None else str,
                                choices=spec.choices, metavar=None if spec.choices else _METAVARS.get(spec.kind, name.split("_")[-1].upper()),

@@ -20,7 +20,9 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from evonas import hurdles as hurdles_lib
 from evonas import sharding
+from evonas.hurdles import Hurdles
 from evonas.member import MemberState, Split, TrainConfig, steps_for
 from evonas.models import Architecture, forward_flops
 from evonas.supernet import PopulationModel
@@ -31,7 +33,7 @@ FLOAT_BYTES = 4
 class Population:
     """Compiled init/train/evaluate over chunks of members with different genomes.
 
-    `init(keys, genomes, routes)`, `train(states, genomes, data, key, start_step, routes)`,
+    `init(keys, genomes, routes)`, `train(states, genomes, data, key, start_step, routes, active)`,
     `evaluate(states, genomes, data, routes)` and `loss_and_grads(params, genomes, tokens, labels, dropout_key,
     routes)` take members placed with `distribute` (a multiple of the device count) and `routes(genomes)`;
     `fit` runs a whole generation.
@@ -47,7 +49,7 @@ class Population:
         jit = functools.partial(jax.jit, compiler_options=sharding.compiler_options(self.mesh))
         self.programs = {
             "init": jit(self._sharded(self.steps.init, "mmd")),
-            "train": jit(self._sharded(self.steps.train, "mmrkrd"), donate_argnums=0),
+            "train": jit(self._sharded(self.steps.train, "mmrkrdm"), donate_argnums=0),
             "evaluate": jit(self._sharded(self.steps.evaluate, "mmrd")),
             "loss_and_grads": jit(self._sharded(self.steps.loss_and_grads, "mmrrrd")),
             "keep_best": jax.jit(keep_best, donate_argnums=(0, 1, 2)),
@@ -68,8 +70,13 @@ class Population:
     def init(self, keys, genomes, routes=None) -> MemberState:
         return self.programs["init"](keys, genomes, self._routes_for(genomes, routes))
 
-    def train(self, states, genomes, data, key, start_step, routes=None):
-        return self.programs["train"](states, genomes, data, key, start_step, self._routes_for(genomes, routes))
+    def train(self, states, genomes, data, key, start_step, routes=None, active=None):
+        """`steps_per_call` steps of the members `active` (placed bool per member; None: all); the others keep
+        their state (`evonas.member`'s `train`)."""
+        if active is None:
+            active = self.distribute(np.ones(genomes.shape[0], bool))
+        return self.programs["train"](states, genomes, data, key, start_step, self._routes_for(genomes, routes),
+                                      active)
 
     def evaluate(self, states, genomes, data, routes=None):
         return self.programs["evaluate"](states, genomes, data, self._routes_for(genomes, routes))
@@ -78,15 +85,18 @@ class Population:
         return self.programs["loss_and_grads"](params, genomes, tokens, labels, dropout_key,
                                                self._routes_for(genomes, routes))
 
-    def routes(self, genomes: np.ndarray) -> Any:
+    def routes(self, genomes: np.ndarray, active: np.ndarray | None = None) -> Any:
         """What the programs need to know, besides the genomes, of how a chunk's members run: for the grouped
-        form, each device's schedule (host arrays with a leading device axis); None for the member form."""
+        form, each device's schedule (host arrays with a leading device axis), in which members not `active`
+        run no block; None for the member form."""
         if not self.grouped:
             return None
         genomes = np.asarray(genomes)
+        active = np.ones(len(genomes), bool) if active is None else np.asarray(active)
         per_device = len(genomes) // self.num_devices
         grouped = self.steps.grouped(per_device)
-        schedules = [grouped.schedule(genomes[d * per_device:(d + 1) * per_device]) for d in range(self.num_devices)]
+        schedules = [grouped.schedule(genomes[d * per_device:(d + 1) * per_device],
+                                      active[d * per_device:(d + 1) * per_device]) for d in range(self.num_devices)]
         return jax.tree.map(lambda *s: np.stack(s), *schedules)
 
     def _routes_for(self, genomes, routes):
@@ -170,7 +180,8 @@ class Population:
         with these shapes then reuse the programs. Measured in experiments/README.md."""
         states = self.state_shapes(len(genomes), NamedSharding(self.mesh, P(sharding.MEMBERS)))
         placed_genomes, routes = self.distribute(np.asarray(genomes)), self.distribute(self.routes(genomes))
-        programs = {"train": (states, placed_genomes, train, key_train, self.replicate(np.int32(0)), routes),
+        programs = {"train": (states, placed_genomes, train, key_train, self.replicate(np.int32(0)), routes,
+                              self.distribute(np.ones(len(genomes), bool))),
                     "init": (keys, placed_genomes, routes)}
         if validation is not None:
             programs["evaluate"] = (states, placed_genomes, validation, routes)
@@ -181,7 +192,7 @@ class Population:
     def fit(self, keys: jax.Array, genomes: np.ndarray, train: Split, evaluations: dict[str, Split],
             key_train: jax.Array, steps: int, chunk_size: int, keep_params: bool = False,
             progress: Callable[[int], Any] | None = None, select: Split | None = None,
-            eval_every: int | None = None) -> dict[str, Any]:
+            eval_every: int | None = None, hurdles: Hurdles | None = None) -> dict[str, Any]:
         """Initializes, trains and evaluates members, `chunk_size` at a time, all chunks through the same
         compiled programs.
 
@@ -193,21 +204,34 @@ class Population:
             steps: per member, a multiple of `config.steps_per_call`.
             chunk_size: members per chunk, e.g. from `chunk_size(budget)`.
             keep_params: also return every member's trained stored parameters (host arrays).
-            progress: called after each train call with the member-steps it took (padding members excluded).
+            progress: called after each train call with the member-steps it took (padding and stopped members
+                excluded).
             select: a split (placed with `put_split`) that picks each member's parameters: scored every
-                `eval_every` steps (a multiple of `config.steps_per_call`; None: every call) and at the last,
-                the parameters of each member's best score so far are kept on device, and the evaluations
-                then score those, not the last step's. Only this split picks; the evaluations pick nothing.
+                `eval_every` steps (a multiple of `config.steps_per_call`; None: every call), at each hurdle
+                and at the last, the parameters of each member's best score so far are kept on device, and the
+                evaluations then score those, not the last step's. Only this split picks; the evaluations pick
+                nothing.
+            hurdles: progressive hurdles (`evonas.hurdles`, steps multiples of `config.steps_per_call`): at each,
+                the members still training are scored, by their best score so far on `select` if given, else
+                on the first evaluation split, over all chunks at once. Those below the stage's hurdle stop:
+                their parameters and scores stay those of the stop, and their remaining steps are skipped in
+                the same programs. With several chunks, each chunk's state waits on the host between stages.
 
         Returns:
-            On the host, in the input order: `losses` (every train step's loss [N, steps]), per evaluation
-            split `<name>_accuracy` and `<name>_loss` [N], with `keep_params`, `params`, and with `select`,
-            `best_step` (steps trained at the kept parameters) and `best_accuracy` (their score on `select`).
+            On the host, in the input order: `losses` (every train step's loss [N, steps], NaN after a member's
+            stop), `steps` (the steps each member trained [N]), per evaluation split `<name>_accuracy` and
+            `<name>_loss` [N], with `keep_params`, `params`, and with `select`, `best_step` (steps trained at
+            the kept parameters) and `best_accuracy` (their score on `select`).
         """
         every = self.config.steps_per_call if eval_every is None else eval_every
         if select is not None and (every < 1 or every % self.config.steps_per_call):
             raise ValueError(f"eval_every must be a positive multiple of steps_per_call "
                              f"{self.config.steps_per_call}, got {every}")
+        first = next(iter(evaluations.values()), None)
+        if hurdles is not None:
+            hurdles.check(steps, self.config.steps_per_call)
+            if select is None and first is None:
+                raise ValueError("hurdles need a split to judge on: select, or an evaluation split")
         num = len(genomes)
         chunk = self.padded_size(min(chunk_size, num))
         order, keys, genomes = self.arrange(keys, genomes, chunk)
@@ -215,43 +239,93 @@ class Population:
         if not shared_key:
             key_train = sharding.pad_members(key_train, len(genomes))[order]
         key_data = np.asarray(jax.random.key_data(keys))
-        first = next(iter(evaluations.values()), None)
         self.compile(jax.random.wrap_key_data(self.distribute(key_data[:chunk])), genomes[:chunk], train,
                      self.replicate(key_train) if shared_key else self.distribute(key_train[:chunk]), first)
-        results = []
-        for start in range(0, len(genomes), chunk):
-            part = slice(start, start + chunk)
-            chunk_genomes = self.distribute(genomes[part])
-            routes = self.distribute(self.routes(genomes[part]))
-            chunk_key = self.replicate(key_train) if shared_key else self.distribute(key_train[part])
-            states = self.init(jax.random.wrap_key_data(self.distribute(key_data[part])), chunk_genomes, routes)
-            losses, best = [], None
-            for call in range(steps // self.config.steps_per_call):
-                start_step = self.replicate(np.int32(call * self.config.steps_per_call))
-                states, call_losses = self.train(states, chunk_genomes, train, chunk_key, start_step, routes)
-                losses.append(call_losses)
-                if progress is not None:
-                    progress(self.config.steps_per_call * min(chunk, num - start))
-                done = (call + 1) * self.config.steps_per_call
-                if select is not None and (done % every == 0 or done == steps):
-                    accuracy, loss = self.evaluate(states, chunk_genomes, select, routes)
-                    if best is None:
-                        best = (jax.tree.map(jnp.copy, states.params), jnp.full_like(accuracy, -np.inf),
-                                jnp.zeros_like(accuracy, np.int32))
-                    best = self.programs["keep_best"](*best, states.params, accuracy, loss, np.int32(done))
-            result = {"losses": np.concatenate([sharding.to_host(x) for x in losses], axis=1)}
-            if best is not None:
-                states = MemberState(best[0], states.opt_state)
-                result |= {"best_accuracy": sharding.to_host(best[1]), "best_step": sharding.to_host(best[2])}
-            for name, split in evaluations.items():
-                accuracy, loss = self.evaluate(states, chunk_genomes, split, routes)
-                result |= {f"{name}_accuracy": sharding.to_host(accuracy), f"{name}_loss": sharding.to_host(loss)}
-            if keep_params:
-                result["params"] = jax.tree.map(sharding.to_host, states.params)
-            del states
-            results.append(result)
+        stages = [steps] if hurdles is None else hurdles.stages(steps)
+        starts = range(0, len(genomes), chunk)
+        runs: list[Any] = [None] * len(starts)  # per chunk: its states, best parameters and losses so far
+        active = order < num  # padding members (copies of the last) are dropped: they never train
+        trained = np.zeros(len(genomes), np.int32)
+        begin = 0
+        for end in stages:
+            scores = np.full(len(genomes), -np.inf)
+            for c, start in enumerate(starts):
+                part = slice(start, start + chunk)
+                placed = {"genomes": self.distribute(genomes[part]), "routes": self.distribute(self.routes(genomes[part])),
+                          "key": self.replicate(key_train) if shared_key else self.distribute(key_train[part])}
+                placed["train_routes"] = (placed["routes"] if active[part].all() else
+                                          self.distribute(self.routes(genomes[part], active[part])))
+                if runs[c] is None:
+                    states = self.init(jax.random.wrap_key_data(self.distribute(key_data[part])), placed["genomes"],
+                                       placed["routes"])
+                    runs[c] = {"states": states, "best": None, "losses": []}
+                elif len(starts) > 1:  # back from the host
+                    runs[c] |= {"states": self.distribute(runs[c]["states"]), "best": self.distribute(runs[c]["best"])}
+                run = runs[c]
+                self._train_stage(run, placed, train, active[part], begin, end, stages, select, every, progress)
+                if end == steps:
+                    runs[c] = self._results(run, placed, evaluations, keep_params)
+                    continue
+                scores[part] = self._hurdle_scores(run, placed, select if select is not None else first,
+                                                   select is not None)
+                if len(starts) > 1:  # the next chunk needs the device
+                    runs[c] |= {"states": jax.tree.map(sharding.to_host, run["states"]),
+                                "best": jax.tree.map(sharding.to_host, run["best"])}
+            trained[active] = end
+            if end < steps:
+                active = hurdles_lib.passing(scores, active, hurdles.quantile)
+            begin = end
         unordered = np.argsort(order)
-        return jax.tree.map(lambda *parts: np.concatenate(parts)[unordered][:num], *results)
+        results = jax.tree.map(lambda *parts: np.concatenate(parts)[unordered][:num], *runs)
+        return results | {"steps": trained[unordered][:num]}
+
+    def _train_stage(self, run, placed, train, active, begin, end, stages, select, every, progress) -> None:
+        """Trains a chunk's `active` members (host bool) from step `begin` to `end`, keeping with `select` each
+        member's best parameters at its evaluation steps; appends the steps' losses to the run's, on the host."""
+        spc = self.config.steps_per_call
+        if not active.any():
+            run["losses"].append(np.full((len(active), end - begin), np.nan, np.float32))
+            return
+        flags, losses = self.distribute(active), []
+        for call in range(begin // spc, end // spc):
+            start_step = self.replicate(np.int32(call * spc))
+            run["states"], call_losses = self.train(run["states"], placed["genomes"], train, placed["key"], start_step,
+                                                    placed["train_routes"], flags)
+            losses.append(call_losses)
+            if progress is not None:
+                progress(spc * int(active.sum()))
+            done = (call + 1) * spc
+            if select is not None and (done % every == 0 or done in stages):
+                accuracy, loss = self.evaluate(run["states"], placed["genomes"], select, placed["routes"])
+                if run["best"] is None:
+                    run["best"] = (jax.tree.map(jnp.copy, run["states"].params), jnp.full_like(accuracy, -np.inf),
+                                   jnp.zeros_like(accuracy, np.int32))
+                run["best"] = self.programs["keep_best"](*run["best"], run["states"].params, accuracy, loss,
+                                                         np.int32(done))
+        run["losses"].append(np.concatenate([sharding.to_host(x) for x in losses], axis=1))
+
+    def _hurdle_scores(self, run, placed, judge: Split, by_best: bool) -> np.ndarray:
+        """A chunk's scores at a hurdle: each member's best score so far (`by_best`), or its accuracy on `judge`
+        now; -inf for a member whose losses or score are not finite."""
+        if by_best:
+            return sharding.to_host(run["best"][1])
+        accuracy, loss = self.evaluate(run["states"], placed["genomes"], judge, placed["routes"])
+        finite = np.isfinite(np.concatenate(run["losses"], axis=1)).all(axis=1) & np.isfinite(sharding.to_host(loss))
+        return np.where(finite, sharding.to_host(accuracy), -np.inf)
+
+    def _results(self, run, placed, evaluations: dict[str, Split], keep_params: bool) -> dict[str, np.ndarray]:
+        """A chunk's results on the host once trained: its losses, evaluations and, as asked, parameters."""
+        states, best = run["states"], run["best"]
+        result = {"losses": np.concatenate(run["losses"], axis=1)}
+        if best is not None:
+            states = MemberState(best[0], states.opt_state)
+            result |= {"best_accuracy": sharding.to_host(best[1]), "best_step": sharding.to_host(best[2])}
+        for name, split in evaluations.items():
+            accuracy, loss = self.evaluate(states, placed["genomes"], split, placed["routes"])
+            result |= {f"{name}_accuracy": sharding.to_host(accuracy), f"{name}_loss": sharding.to_host(loss)}
+        if keep_params:
+            result["params"] = jax.tree.map(sharding.to_host, states.params)
+        return result
 
 
 def keep_best(best_params, best_accuracy, best_step, params, accuracy, loss, step):

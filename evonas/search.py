@@ -145,7 +145,7 @@ def run_search(config: SearchConfig, out_dir: str | Path, progress: bool = True,
             children, parents = strategy.ask(key_ask, state)
             fitted = population.fit(
                 jax.random.split(key_init, config.children_per_generation), np.asarray(children), train,
-                {"validation": validation}, key_train, config.steps, chunk_size)
+                {"validation": validation}, key_train, config.steps, chunk_size, hurdles=config.hurdles())
             metrics = children_metrics(space, model, np.asarray(children), fitted, objective)
             first_id = int(state.next_id)
             state = strategy.tell(state, children, objective.selection(metrics))
@@ -153,6 +153,7 @@ def run_search(config: SearchConfig, out_dir: str | Path, progress: bool = True,
             for j, genome in enumerate(np.asarray(children)):
                 record = child_record(genome, first_id + j, generation, np.asarray(parents[j]), scores[j],
                                       {name: values[j] for name, values in metrics.items()})
+                record |= {"steps": int(fitted["steps"][j]), "hurdle_stopped": bool(fitted["steps"][j] < config.steps)}
                 history.append(record)
                 log.write((json.dumps(record) + "\n").encode())
             log.flush()
@@ -177,9 +178,11 @@ def run_search(config: SearchConfig, out_dir: str | Path, progress: bool = True,
 
 def children_metrics(space, model, children: np.ndarray, fitted, objective: fitness.Objective):
     """A generation's metrics by name, arrays over children (see `evonas.fitness`); latencies only where used."""
-    losses, val_loss = fitted["losses"], fitted["validation_loss"]
-    metrics = {"val_accuracy": fitted["validation_accuracy"], "val_loss": val_loss, "train_loss": losses[:, -1],
-               "diverged": ~np.isfinite(losses).all(axis=1) | ~np.isfinite(val_loss)}
+    losses, val_loss, steps = fitted["losses"], fitted["validation_loss"], fitted["steps"]
+    trained = np.arange(losses.shape[1]) < steps[:, None]  # a child stopped at a hurdle has NaN losses after it
+    metrics = {"val_accuracy": fitted["validation_accuracy"], "val_loss": val_loss,
+               "train_loss": losses[np.arange(len(losses)), steps - 1],
+               "diverged": ~(np.isfinite(losses) | ~trained).all(axis=1) | ~np.isfinite(val_loss)}
     costs = [child_costs(model, Architecture.from_genome(space, genome), objective.latency_batch_sizes())
              for genome in children]
     return metrics | {name: np.asarray([c[name] for c in costs]) for name in costs[0]}
@@ -217,6 +220,7 @@ def summarize(space: SearchSpace, history, config: SearchConfig, compilations: i
         "best_fitness": best and best["fitness"],
         "first_generation_median_val_accuracy": float(np.median(first)) if first else None,
         "children": len(history),
+        "train_steps": sum(r.get("steps", config.steps) for r in history),
         "diverged": sum(r["diverged"] for r in history),
         "infeasible": sum(not fitness.is_candidate(r) and not r["diverged"] for r in history),
         "objective": config.make_objective().to_json(),

@@ -161,6 +161,13 @@ SEARCH = [
     (["--config", "typo.py"], "--config typo.py: unknown config keys ['populaton']"),
     (["--config", "bad_value.py"], "--config bad_value.py: steps must be an integer from 1"),
     (["--config", "not_data.py"], "--config not_data.py: get_config() returned a value that is not JSON data"),
+    (["--hurdle-steps", "150"], "--hurdle-steps (150) must be below --steps (150)"),
+    (["--hurdle-steps", "50", "25"], "--hurdle-steps must increase, got [50, 25]"),
+    (["--hurdle-steps", "0"], "--hurdle-steps must be an integer of at least 1, got 0"),
+    (["--hurdle-steps", "x"], "argument --hurdle-steps: invalid int value: 'x'"),
+    (["--hurdle-quantile", "0.5"], "--hurdle-quantile sets how high hurdles are, but --hurdle-steps sets none"),
+    (["--hurdle-steps", "25", "--hurdle-quantile", "2"], "--hurdle-quantile must be a number from 0 to 1 (or null), got 2.0"),
+    (["--config", {"hurdle_steps": "25"}], ": hurdle_steps must be an integer or a list of integers"),
     (["--coordinator", "nowhere"], "--coordinator must be HOST:PORT"),
     (["--coordinator", "127.0.0.1:1234", "--num-processes", "2", "--process-id", "2"], "--process-id must be from 0"),
 ]

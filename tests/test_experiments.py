@@ -221,3 +221,14 @@ def test_grouped_form_executes_at_most_three_times_the_useful_flops(monkeypatch,
         print(f"\ngrouped form, P = 32 mid genomes: executed/useful matmul FLOPs {cost['executed_over_useful']:.3f}, "
               f"{cost['ops_per_member_step']:.0f} primitive ops per member-step")
     assert 1 <= cost["executed_over_useful"] <= 3
+
+
+def test_hurdles_study_counts_the_steps_spent_until_the_plain_best_is_reached():
+    hurdles_study = load_experiment("hurdles_study")
+    history = [{"generation": g, "fitness": f, "steps": s} for g, f, s in
+               [(0, 0.4, 10), (0, None, 2), (1, 0.5, 2), (1, 0.3, 10), (2, 0.7, 10), (2, 0.6, 2)]]
+    assert hurdles_study.best_so_far_by_generation(history, 10) == [(12, 0.4), (24, 0.5), (36, 0.7)]
+    assert hurdles_study.reach(history, 10, 0.5, [5.0, 9.0, 14.0]) == (24, 9.0)
+    assert hurdles_study.reach(history, 10, 0.8, [5.0, 9.0, 14.0]) == (None, None)
+    plain = [{"generation": 0, "fitness": 0.5}]  # no "steps": every child trained the full budget
+    assert hurdles_study.best_so_far_by_generation(plain, 10) == [(10, 0.5)]
