@@ -145,7 +145,7 @@ def bench_evonas(work: Work) -> dict[str, Any]:
     compile_seconds = time.perf_counter() - compile_start
     genomes, routes = population.distribute(genomes), population.distribute(population.routes(genomes))
     states = jax.block_until_ready(programs["init"](keys, genomes, routes))
-    train = programs["train"]
+    train, active = programs["train"], population.distribute(np.ones(len(genomes), bool))  # every member trains
 
     call_seconds, host_seconds, losses = [], [], []
     ready = time.perf_counter()
@@ -153,7 +153,7 @@ def bench_evonas(work: Work) -> dict[str, Any]:
         call_start = time.perf_counter()
         host_seconds.append(call_start - ready)  # the host's work since the last call's results were in
         states, call_losses = train(states, genomes, work.train, key_train, jnp.int32(call * config.steps_per_call),
-                                    routes)
+                                    routes, active)
         call_losses.block_until_ready()
         ready = time.perf_counter()
         call_seconds.append(ready - call_start)

@@ -87,7 +87,8 @@ def train_compile(num: int, form: str) -> dict[str, float]:
     start = time.perf_counter()
     compiled = population.programs["train"].lower(states, population.distribute(genomes), train,
                                                   population.replicate(jax.random.key(0)),
-                                                  population.replicate(jnp.int32(0)), routes).compile()
+                                                  population.replicate(jnp.int32(0)), routes,
+                                                  population.distribute(np.ones(num, bool))).compile()
     seconds = time.perf_counter() - start
     instructions = sum(1 for line in compiled.as_text().splitlines() if re.match(r"\s*(ROOT )?%\S+ = ", line))
     return {"compile_seconds": seconds, "hlo_ops": instructions}
