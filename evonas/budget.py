@@ -13,6 +13,7 @@ Two kinds of decision, both recorded so that a run can be repeated:
 The arithmetic is in small pure functions, tested in tests/test_budget.py.
 """
 
+import logging
 import math
 from typing import Any
 
@@ -90,7 +91,13 @@ def resolve_values(values: dict[str, Any]) -> dict[str, Any]:
     from evonas.search import load_task
 
     config = SearchConfig(**resolved)
-    task = load_task(config)
+    logger = logging.getLogger("evonas")
+    level = logger.level
+    logger.setLevel(logging.WARNING)  # the search loads the data again, and logs its splits then
+    try:
+        task = load_task(config)
+    finally:
+        logger.setLevel(level)
     length = None if config.dataset is None else task.max_length
     return resolved | derived(values, len(task.train.labels), length)
 

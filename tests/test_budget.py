@@ -146,6 +146,12 @@ def test_budget_run_records_its_decision_and_resumes_to_the_same_history(tmp_pat
     assert (tmp_path / "stopped" / "history.jsonl").read_bytes() == (tmp_path / "whole" / "history.jsonl").read_bytes()
     timings = ("wall_seconds", "compilations")
     assert {k: v for k, v in resumed.items() if k not in timings} == {k: v for k, v in whole.items() if k not in timings}
+    # A rerun that stops sooner (here: fewer children, no budget) trains the same first children.
+    shorter = [a for a in args if a not in ("--budget", "1.5")]
+    shorter[shorter.index("--children") + 1] = "4"
+    assert main([*shorter, "--out", str(tmp_path / "shorter")]) == 0
+    whole_lines = (tmp_path / "whole" / "history.jsonl").read_text().splitlines()
+    assert (tmp_path / "shorter" / "history.jsonl").read_text().splitlines() == whole_lines[:4]
     capsys.readouterr()
 
     assert main(["retrain", str(tmp_path / "whole"), "--seeds", "1", "--quiet"]) == 0
