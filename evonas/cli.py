@@ -290,8 +290,10 @@ def _interrupted(out: Path, config) -> str:
     if done is None:
         return "evonas search: interrupted before its first checkpoint; nothing was written"
     total, per_generation = config.num_children // config.children_per_generation, config.children_per_generation
-    return (f"evonas search: interrupted after {done} of {total} generations ({done * per_generation} of "
-            f"{config.num_children} children); continue with: evonas search --resume {shlex.quote(str(out.resolve()))}")
+    at_most = "at most " if config.budget_minutes is not None else ""  # --budget decides how many
+    return (f"evonas search: interrupted after {done} of {at_most}{total} generations ({done * per_generation} of "
+            f"{at_most}{config.num_children} children); continue with: evonas search --resume "
+            f"{shlex.quote(str(out.resolve()))}")
 
 
 def _check_hosts(args) -> None:

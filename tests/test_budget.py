@@ -138,7 +138,9 @@ def test_budget_run_records_its_decision_and_resumes_to_the_same_history(tmp_pat
         save(self, progress)
 
     monkeypatch.setattr(Checkpoints, "save", save_or_stop)
+    capsys.readouterr()
     assert main([*args, "--out", str(tmp_path / "stopped")]) == 130
+    assert "interrupted after 2 of at most 10 generations (4 of at most 20 children)" in capsys.readouterr().err
     monkeypatch.setattr(Checkpoints, "save", save)
     monkeypatch.setattr(search, "clock", _ticking_clock(1000.0))  # a far slower machine would decide 2 generations
     assert main(["search", "--resume", str(tmp_path / "stopped"), "--quiet"]) == 0
