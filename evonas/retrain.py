@@ -86,6 +86,7 @@ def load_run(run_dir: str | Path) -> Run:
         raise RunDirError(f"RUN_DIR {path}: its files are not those of an `evonas search` run ({error})") from None
     if not run_dirs.is_finished(path):
         done, total = run_dirs.generations_done(path), run_dirs.num_generations(path)
+        total = total if config.budget_minutes is None else f"at most {total}"  # --budget decides how many
         logger.warning(f"warning: {path} holds an unfinished search ({done} of {total} generations, {len(history)} "
                        f"children); retraining the best of those. `evonas search --resume {path}` finishes it first.")
     return Run(path, config, space, history, tokenizer, label_names)
