@@ -62,6 +62,16 @@ def test_epochs_of_the_built_in_task_come_from_its_train_split():
     assert resolved == {"epochs": 3.0, "listops": listops, "steps": 25}  # 300 / 32 = 9.4 steps -> one call
 
 
+def test_ablate_cells_resolve_as_the_search_command_does():
+    from evonas.ablate import Ablation
+
+    listops = {"num_train": 100, "num_validation": 10, "num_test": 10, "max_length": 12}
+    ablation = Ablation(base={"listops": listops}, grid={"epochs": [None, 3.0]}, seeds=[0])
+    plain, three_epochs = (ablation.config(cell, 0) for cell in ablation.cells())
+    assert (plain.steps, plain.epochs) == (150, None)
+    assert (three_epochs.steps, three_epochs.epochs) == (25, 3.0)
+
+
 def test_steps_and_epochs_together_are_refused():
     with pytest.raises(ConfigError, match="give --steps or --epochs, not both"):
         budget.resolve_values({"steps": 10, "epochs": 1.0})
