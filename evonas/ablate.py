@@ -62,7 +62,10 @@ class Ablation:
         return ",".join(parts) or "base"
 
     def config(self, cell: dict[str, Any], seed: int) -> SearchConfig:
-        return SearchConfig(**{**self.base, **cell, "seed": seed})
+        """The cell's config, with what the data and a budget decide as `evonas search` resolves it."""
+        from evonas.budget import resolve_values
+
+        return SearchConfig(**resolve_values({**self.base, **cell, "seed": seed}))
 
 
 def _is_scalar(value: Any) -> bool:

@@ -38,6 +38,7 @@ class Progress:
     history_bytes: int  # length of history.jsonl after those generations; later bytes are a lost generation's
     wall_seconds: float  # spent on those generations, over every session of the run
     compilations: int  # programs compiled for them, over every session of the run
+    budget: Any = None  # evonas.budget.Decision: how many generations the run has, and how --budget decided it
 
 
 class Checkpoints:

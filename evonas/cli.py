@@ -68,7 +68,10 @@ def _retrain_parser(subparsers):
     parser.add_argument("--top-k", type=int, default=1, help="distinct genomes, best search fitness first "
                         "(default %(default)s)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per genome (default %(default)s)")
-    parser.add_argument("--steps", type=int, help="training steps per member (default: 4 x the search's steps)")
+    parser.add_argument("--steps", type=int, help="training steps per member (default: those of --epochs where the "
+                        "search had epochs, else 4 x the search's steps)")
+    parser.add_argument("--epochs", type=float, help="passes over the training data that set the steps, rounded up to "
+                        "a multiple of 25 (default: 4 x the search's epochs, where it had them)")
     parser.add_argument("--with-validation", action="store_true", help="train on train + validation; the search's "
                         "best genome and its first seed are then exported")
     parser.add_argument("--warmup-fraction", type=float, default=0.05, help="share of the steps over which the "
@@ -235,6 +238,7 @@ def _data_import(args) -> int:
 
 def _search(args) -> int:
     from evonas import run_dir as run_dirs
+    from evonas.budget import resolve_values
     from evonas.options import SearchConfig, command_line_values, read_config_file
     from evonas.search import config_conflicts, load_run_config, run_search
 
@@ -254,8 +258,9 @@ def _search(args) -> int:
             print(f"{out.resolve()} already finished; nothing to resume (its summary.json is unchanged)")
             return 0
     else:
-        config = SearchConfig(**values)
+        SearchConfig(**values)  # every option's own checks, before the data loads
         run_dirs.check_new(out, args.overwrite)
+        config = SearchConfig(**resolve_values(values))  # what the data and --budget decide for the options not given
     _check_hosts(args)
     if args.distributed or args.coordinator:
         _join_processes(args)
@@ -285,8 +290,10 @@ def _interrupted(out: Path, config) -> str:
     if done is None:
         return "evonas search: interrupted before its first checkpoint; nothing was written"
     total, per_generation = config.num_children // config.children_per_generation, config.children_per_generation
-    return (f"evonas search: interrupted after {done} of {total} generations ({done * per_generation} of "
-            f"{config.num_children} children); continue with: evonas search --resume {shlex.quote(str(out.resolve()))}")
+    at_most = "at most " if config.budget_minutes is not None else ""  # --budget decides how many
+    return (f"evonas search: interrupted after {done} of {at_most}{total} generations ({done * per_generation} of "
+            f"{at_most}{config.num_children} children); continue with: evonas search --resume "
+            f"{shlex.quote(str(out.resolve()))}")
 
 
 def _check_hosts(args) -> None:
@@ -313,7 +320,8 @@ def _retrain(args) -> int:
 
     results = retrain(args.run_dir, top_k=args.top_k, num_seeds=args.seeds, steps=args.steps,
                       with_validation=args.with_validation, progress=not args.quiet,
-                      warmup_fraction=args.warmup_fraction, eval_every=args.eval_every).results
+                      warmup_fraction=args.warmup_fraction, eval_every=args.eval_every,
+                      epochs=args.epochs).results
     for genome in results["genomes"]:
         std = genome["test_accuracy_std"]
         spread = f"± {std:.4f} over {len(results['seeds'])} seeds" if std is not None else "(one seed: std undefined)"

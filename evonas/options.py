@@ -159,6 +159,14 @@ class SearchConfig:
         "--steps)", kind=tuple, low=1)
     hurdle_quantile: float | None = option(None, "the hurdle as this quantile of the scores of the children still "
                                            "training (default: their mean)", kind=float, low=0, high=1)
+    # Budgets from the data and the clock (evonas.budget): derived values are written into config.json.
+    epochs: float | None = option(None, "training steps per child as passes over the train split: the steps are "
+                                  "epochs x train examples / batch size, rounded up to a multiple of 25 (default: 1 "
+                                  "with --dataset; the built-in task keeps --steps)", kind=float, above=0, high=10**4)
+    budget_minutes: float | None = option(None, "fit the search to this wall-clock limit in minutes: once a generation "
+                                          "compiled nothing, its time sets how many whole generations fit (at most "
+                                          "--children); the decision is checkpointed, so a resume keeps it",
+                                          flag="--budget", kind=float, above=0, high=7 * 24 * 60)
     population_form: str = option(
         "auto", "how a generation's members share the devices: 'member', one after another (best on CPUs); "
         "'grouped', side by side, grouped by the op each block runs (GPUs, TPUs); 'auto' picks by platform",

@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from evonas import run_dir as run_dirs
+from evonas.budget import RETRAIN_EPOCHS_FACTOR, steps_for
 from evonas.data import TASK_FILE, TOKENIZER_FILE, TextSplit, read_task_files
 from evonas.errors import InputError, RunDirError
 from evonas.export import export_model
@@ -85,6 +86,7 @@ def load_run(run_dir: str | Path) -> Run:
         raise RunDirError(f"RUN_DIR {path}: its files are not those of an `evonas search` run ({error})") from None
     if not run_dirs.is_finished(path):
         done, total = run_dirs.generations_done(path), run_dirs.num_generations(path)
+        total = total if config.budget_minutes is None else f"at most {total}"  # --budget decides how many
         logger.warning(f"warning: {path} holds an unfinished search ({done} of {total} generations, {len(history)} "
                        f"children); retraining the best of those. `evonas search --resume {path}` finishes it first.")
     return Run(path, config, space, history, tokenizer, label_names)
@@ -105,7 +107,7 @@ def top_genomes(history: list[dict[str, Any]], top_k: int) -> list[dict[str, Any
 
 def retrain(run_dir: str | Path, top_k: int = 1, num_seeds: int = 3, steps: int | None = None,
             with_validation: bool = False, progress: bool = True, warmup_fraction: float = WARMUP_FRACTION,
-            eval_every: int | None = None) -> Retrained:
+            eval_every: int | None = None, epochs: float | None = None) -> Retrained:
     """Retrains the run's top genomes from scratch, writes `retrain/results.json` and exports `retrain/model/`.
 
     Each member's learning rate (its genome's) warms up linearly from 0 over `warmup_fraction` of the steps,
@@ -118,11 +120,14 @@ def retrain(run_dir: str | Path, top_k: int = 1, num_seeds: int = 3, steps: int 
         run_dir: a directory written by `evonas search`.
         top_k: how many distinct genomes, best search fitness first.
         num_seeds: seeds 0..N-1 per genome; the test accuracy is reported as their mean ± sample std.
-        steps: training steps per member; None is `STEPS_FACTOR` times the search's steps per child.
+        steps: training steps per member; None: `epochs` of the training data (`evonas.budget.steps_for`), or
+            `STEPS_FACTOR` times the search's steps per child when neither it nor the search set epochs.
         with_validation: train on train + validation. Validation accuracy then scores training data, so it
             no longer picks the genome, seed or step: the last step's parameters of the search's best genome
             and its first seed are exported.
         progress: show a progress bar.
+        epochs: passes over the training data (train, + validation with `with_validation`) that set the steps;
+            None is `RETRAIN_EPOCHS_FACTOR` times the search's epochs, where the search had them.
         warmup_fraction: the learning rate's warm-up, a share of `steps` in [0, 1).
         eval_every: steps between validation scores; it must divide `steps`. None: the fewest train calls
             (of the gcd of `steps` and the search's `steps_per_call`) that score at most `EVALUATIONS` times.
@@ -141,18 +146,26 @@ def retrain(run_dir: str | Path, top_k: int = 1, num_seeds: int = 3, steps: int 
         raise InputError(f"--warmup-fraction must be in [0, 1), got {warmup_fraction}")
     if eval_every is not None and eval_every < 1:
         raise InputError(f"--eval-every must be at least 1, got {eval_every}")
+    if epochs is not None and not 0 < epochs <= 10**4:
+        raise InputError(f"--epochs must be a number above 0 and at most 10,000, got {epochs}")
+    if epochs is not None and steps is not None:
+        raise InputError("give --steps or --epochs, not both: epochs set the steps")
     run = load_run(run_dir)
-    steps = STEPS_FACTOR * run.config.steps if steps is None else steps
-    steps_per_call = math.gcd(steps, run.config.steps_per_call, eval_every or 0)
-    if eval_every is not None and steps % eval_every:
-        raise InputError(f"--eval-every {eval_every} must divide the retrain's {steps} steps")
-    eval_every = eval_every or default_eval_every(steps, steps_per_call)
     records = top_genomes(run.history, top_k)
     task = load_task(run.config)
     if (task.tokenizer, task.label_names) != (run.tokenizer, run.label_names):
         raise InputError(f"the data of {run.path} changed since its search: its tokenizer or label names differ "
                          f"from those in {TOKENIZER_FILE} and {TASK_FILE}")
     train_split = _concatenate(task.train, task.validation) if with_validation else task.train
+    if epochs is None and steps is None and run.config.epochs is not None:
+        epochs = RETRAIN_EPOCHS_FACTOR * run.config.epochs  # the search's rule, on the data retrain trains on
+    if steps is None:
+        steps = STEPS_FACTOR * run.config.steps if epochs is None else steps_for(len(train_split.labels),
+                                                                               run.config.batch_size, epochs)
+    steps_per_call = math.gcd(steps, run.config.steps_per_call, eval_every or 0)
+    if eval_every is not None and steps % eval_every:
+        raise InputError(f"--eval-every {eval_every} must divide the retrain's {steps} steps")
+    eval_every = eval_every or default_eval_every(steps, steps_per_call)
 
     model = PopulationModel(run.space, task.vocab_size, task.max_length, task.num_classes)
     train_config = dataclasses.replace(run.config.train_config(), steps_per_call=steps_per_call,
@@ -193,6 +206,7 @@ def retrain(run_dir: str | Path, top_k: int = 1, num_seeds: int = 3, steps: int 
                                       "test_accuracies", "validation_accuracies")},
         "seeds": list(range(num_seeds)),
         "steps": steps,
+        "epochs": epochs,
         "warmup_fraction": warmup_fraction,
         "eval_every": None if with_validation else eval_every,
         "batch_size": run.config.batch_size,

@@ -11,6 +11,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from evonas import budget as budget_lib
 from evonas import data as data_lib
 from evonas import fitness, run_dir, strategies
 from evonas.checkpoint import Checkpoints, Progress, ResumeError
@@ -50,6 +51,7 @@ def make_strategy(config: SearchConfig, space: SearchSpace):
                            num_objectives=config.make_objective().num_objectives)
 
 
+clock = time.perf_counter  # the wall clock of --budget and of wall_seconds; tests replace it
 CHECKPOINTS = run_dir.CHECKPOINTS  # the run directory's subdirectory of per-generation checkpoints
 
 
@@ -104,7 +106,7 @@ def run_search(config: SearchConfig, out_dir: str | Path, progress: bool = True,
     Raises:
         InputError: a run directory, config or dataset that cannot be used; nothing was written then.
     """
-    start = time.perf_counter()
+    start = clock()
     out = Path(out_dir)
     space = config.search_space()
     if resume and (conflicts := config_conflicts(load_run_config(out), dataclasses.asdict(config))):
@@ -115,7 +117,9 @@ def run_search(config: SearchConfig, out_dir: str | Path, progress: bool = True,
     model = PopulationModel(space, task.vocab_size, task.max_length, task.num_classes)
     population = Population(model, config.train_config())
     strategy, objective = make_strategy(config, space), config.make_objective()
-    initial = Progress(strategy.init(), history_bytes=0, wall_seconds=0.0, compilations=0)
+    num_generations = config.num_children // config.children_per_generation  # at most, with --budget
+    initial = Progress(strategy.init(), history_bytes=0, wall_seconds=0.0, compilations=0,
+                       budget=budget_lib.Decision.undecided(num_generations))
     if resume:
         data_lib.write_task_files(task, out)
     else:
@@ -131,16 +135,20 @@ def run_search(config: SearchConfig, out_dir: str | Path, progress: bool = True,
     budget = memory_budget_bytes() if config.memory_budget_gb is None else int(config.memory_budget_gb * 2**30)
     chunk_size = population.chunk_size(budget)
     key = jax.random.key(config.seed)
-    num_generations = config.num_children // config.children_per_generation
     with Checkpoints(out / CHECKPOINTS) as checkpoints, open(out / "history.jsonl", "ab") as log, \
             tqdm(total=config.num_children, disable=not progress, desc=f"{config.strategy} search", unit="child") as bar:
         earlier = checkpoints.restore_latest(initial) if resume else initial
         history = read_history(out / "history.jsonl", earlier.history_bytes, int(earlier.strategy.next_id))
         log.truncate(earlier.history_bytes)  # drops the lines of a generation that no checkpoint covers
         bar.update(len(history))
-        state = earlier.strategy
-        monitor = GenerationMonitor(out, config.population_size, config.steps, num_generations, int(state.generation))
+        state, decision = earlier.strategy, earlier.budget
+        monitor = GenerationMonitor(out, config.population_size, config.steps, int(decision.generations),
+                                    int(state.generation))
+        bar.total = int(decision.generations) * config.children_per_generation
         for generation in range(int(state.generation), num_generations):
+            if generation >= decision.generations:
+                break
+            generation_start, traces = clock(), population.traces
             key_ask, key_init, key_train = jax.random.split(jax.random.fold_in(key, generation), 3)
             children, parents = strategy.ask(key_ask, state)
             fitted = population.fit(
@@ -158,17 +166,24 @@ def run_search(config: SearchConfig, out_dir: str | Path, progress: bool = True,
                 log.write((json.dumps(record) + "\n").encode())
             log.flush()
             os.fsync(log.fileno())  # the checkpoint below points into these bytes, so they must be on disk first
+            now = clock()
+            decision = budget_lib.decide(decision, config.budget_minutes, generation, now - generation_start,
+                                         earlier.wall_seconds + now - start, compiled=population.traces > traces)
+            monitor.num_generations = bar.total = int(decision.generations)
+            bar.total *= config.children_per_generation
             checkpoints.save(Progress(state, history_bytes=os.fstat(log.fileno()).st_size,
-                                      wall_seconds=earlier.wall_seconds + time.perf_counter() - start,
-                                      compilations=earlier.compilations + population.traces))
-            monitor.record(generation, history, earlier.wall_seconds + time.perf_counter() - start,
+                                      wall_seconds=earlier.wall_seconds + now - start,
+                                      compilations=earlier.compilations + population.traces, budget=decision))
+            monitor.record(generation, history, earlier.wall_seconds + clock() - start,
                            earlier.compilations + population.traces)
             bar.update(config.children_per_generation)
             bar.set_postfix(monitor.postfix())
         monitor.close()
 
     summary = summarize(space, history, config, earlier.compilations + population.traces,
-                        earlier.wall_seconds + time.perf_counter() - start)
+                        earlier.wall_seconds + clock() - start)
+    if config.budget_minutes is not None:
+        summary["budget"] = decision.to_json(config.budget_minutes)
     if objective.is_pareto:
         (out / fitness.PARETO_FILE).write_text(json.dumps(objective.pareto_front(history), indent=2))
         summary["pareto_front"] = fitness.PARETO_FILE
@@ -224,7 +239,7 @@ def summarize(space: SearchSpace, history, config: SearchConfig, compilations: i
         "diverged": sum(r["diverged"] for r in history),
         "infeasible": sum(not fitness.is_candidate(r) and not r["diverged"] for r in history),
         "objective": config.make_objective().to_json(),
-        "generations": config.num_children // config.children_per_generation,
+        "generations": len(history) // config.children_per_generation,
         "strategy": config.strategy,
         "seed": config.seed,
         "wall_seconds": float(wall_seconds),

@@ -168,6 +168,12 @@ SEARCH = [
     (["--hurdle-quantile", "0.5"], "--hurdle-quantile sets how high hurdles are, but --hurdle-steps sets none"),
     (["--hurdle-steps", "25", "--hurdle-quantile", "2"], "--hurdle-quantile must be a number from 0 to 1 (or null), got 2.0"),
     (["--config", {"hurdle_steps": "25"}], ": hurdle_steps must be an integer or a list of integers"),
+    (["--budget", "0"], "--budget must be a number above 0 and at most 10080 (or null), got 0.0"),
+    (["--budget", "soon"], "argument --budget: invalid float value: 'soon'"),
+    (["--epochs", "-1"], "--epochs must be a number above 0 and at most 10000 (or null), got -1.0"),
+    (["--config", {"epochs": "two"}], ": epochs must be a number above 0"),
+    (["--epochs", "2", "--steps", "50"], "give --steps or --epochs, not both"),
+    (["--config", {"steps": 50}, "--epochs", "2"], "give --steps or --epochs, not both"),
     (["--coordinator", "nowhere"], "--coordinator must be HOST:PORT"),
     (["--coordinator", "127.0.0.1:1234", "--num-processes", "2", "--process-id", "2"], "--process-id must be from 0"),
 ]
@@ -183,6 +189,8 @@ RETRAIN = [
     (["run", "--warmup-fraction", "1"], "--warmup-fraction must be in [0, 1), got 1.0"),
     (["run", "--eval-every", "0"], "--eval-every must be at least 1, got 0"),
     (["run", "--steps", "10", "--eval-every", "3"], "--eval-every 3 must divide the retrain's 10 steps"),
+    (["run", "--epochs", "0"], "--epochs must be a number above 0 and at most 10,000, got 0.0"),
+    (["run", "--epochs", "2", "--steps", "100"], "give --steps or --epochs, not both"),
 ]
 PREDICT = [
     (["missing"], "MODEL_DIR"),

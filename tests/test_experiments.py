@@ -232,3 +232,12 @@ def test_hurdles_study_counts_the_steps_spent_until_the_plain_best_is_reached():
     assert hurdles_study.reach(history, 10, 0.8, [5.0, 9.0, 14.0]) == (None, None)
     plain = [{"generation": 0, "fitness": 0.5}]  # no "steps": every child trained the full budget
     assert hurdles_study.best_so_far_by_generation(plain, 10) == [(10, 0.5)]
+
+
+def test_mr_budget_runs_what_a_user_runs_with_no_setting_but_the_budget():
+    mr_budget = load_experiment("mr_budget")
+    imports, searches, retrains = mr_budget.commands(Path("/w"), 10.0)
+    assert imports[:3] == ["evonas", "data", "import"] and "--encoding" in imports and "cp1252" in imports
+    assert searches == ["evonas", "search", "--dataset", "mr", "--data-dir", "/w/tfds", "--budget", "10", "--out",
+                        "/w/run", "--overwrite", "--quiet"]
+    assert retrains == ["evonas", "retrain", "/w/run", "--quiet"]

@@ -1,0 +1,157 @@
+"""Training budgets from the data and from the wall clock: what `--dataset`, `--epochs` and `--budget` decide.
+
+Two kinds of decision, both recorded so that a run can be repeated:
+
+- From the data, before a search starts (`resolve_values`): steps per child as epochs of the train split,
+  the batch size and the padded length, for every option the user did not set. `config.json` holds the
+  resolved values, so `--resume`, `evonas report` and `evonas retrain` read them back instead of deriving
+  them again. The built-in ListOps task without `--epochs` keeps its own defaults (its histories stay as they were).
+- From the wall clock, during a search with `--budget MINUTES` (`decide`): once a generation compiled
+  nothing, its seconds fix how many whole generations fit in the limit. The `Decision` lives in every
+  checkpoint, so a resumed run never decides again.
+
+The arithmetic is in small pure functions, tested in tests/test_budget.py.
+"""
+
+import logging
+import math
+from typing import Any
+
+from flax import struct
+
+from evonas.errors import ConfigError
+
+SEARCH_EPOCHS = 1.0  # real text: one pass over train per child; 150 steps were about half an epoch of MR
+RETRAIN_EPOCHS_FACTOR = 4  # retrain gets 4x the search's epochs, as it gets 4x its steps on ListOps
+STEP_MULTIPLE = 25  # derived steps are whole calls of the default steps_per_call, so calls stay fused
+BATCH_SIZES = (32, 64, 128)  # the smallest whose epoch is at most EPOCH_STEPS steps, else the largest
+EPOCH_STEPS = 800
+LENGTH_CAPS = {"word": 256, "byte": 1024}  # tokens per text at most when --max-length is not given
+BUDGET_GENERATIONS = 1000  # with --budget and no --children, the most generations (the clock stops it sooner)
+
+
+def batch_size_for(num_train: int) -> int:
+    """The smallest of `BATCH_SIZES` that passes over `num_train` examples in at most `EPOCH_STEPS` steps."""
+    return next((b for b in BATCH_SIZES if math.ceil(num_train / b) <= EPOCH_STEPS), BATCH_SIZES[-1])
+
+
+def steps_for(num_train: int, batch_size: int, epochs: float, multiple: int = STEP_MULTIPLE) -> int:
+    """Training steps for `epochs` passes over `num_train` examples, rounded up to a multiple of `multiple`."""
+    steps = math.ceil(epochs * num_train / batch_size - 1e-9)  # 1e-9: 2.0000000001 steps of float error is 2
+    return max(multiple, math.ceil(steps / multiple) * multiple)
+
+
+def capped_length(length: int, tokenizer: str) -> int:
+    """The padded length: the percentile's `length`, at most `LENGTH_CAPS[tokenizer]`."""
+    return min(length, LENGTH_CAPS[tokenizer])
+
+
+def derived(explicit: dict[str, Any], num_train: int, length: int | None) -> dict[str, Any]:
+    """The values the data decides, for the options not in `explicit` (the user's, which always win).
+
+    Args:
+        explicit: the options the user set (command line and config file), by field name.
+        num_train: examples in the train split.
+        length: the padded length the length percentile gives; None for the built-in task, whose batch size and
+            length stay its own.
+
+    Returns:
+        `epochs`, `steps`, `batch_size` and `max_length`, those of them the user left unset.
+    """
+    values: dict[str, Any] = {}
+    if length is not None and "batch_size" not in explicit:
+        values["batch_size"] = batch_size_for(num_train)
+    if "steps" not in explicit:
+        epochs = explicit.get("epochs") or SEARCH_EPOCHS
+        batch_size = explicit.get("batch_size") or values.get("batch_size") or _default("batch_size")
+        values |= {"epochs": epochs, "steps": steps_for(num_train, batch_size, epochs)}
+    if length is not None and "max_length" not in explicit:
+        values["max_length"] = capped_length(length, explicit.get("tokenizer", "word"))
+    return values
+
+
+def resolve_values(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` (the user's options) with what the data and `--budget` decide for the rest; loads the data.
+
+    Unchanged for the built-in task unless `epochs` or `budget_minutes` is given.
+
+    Raises:
+        ConfigError: both `steps` and `epochs` given.
+    """
+    from evonas.options import SearchConfig, describe
+
+    if values.get("epochs") is not None and "steps" in values:
+        raise ConfigError(f"give {describe('steps')} or {describe('epochs')}, not both: epochs set the steps")
+    resolved = dict(values)
+    if values.get("budget_minutes") is not None and "num_children" not in values:
+        resolved["num_children"] = BUDGET_GENERATIONS * values.get("children_per_generation",
+                                                                   _default("children_per_generation"))
+    if values.get("dataset") is None and values.get("epochs") is None:
+        return resolved
+    from evonas.search import load_task
+
+    config = SearchConfig(**resolved)
+    logger = logging.getLogger("evonas")
+    level = logger.level
+    logger.setLevel(logging.WARNING)  # the search loads the data again, and logs its splits then
+    try:
+        task = load_task(config)
+    finally:
+        logger.setLevel(level)
+    length = None if config.dataset is None else task.max_length
+    return resolved | derived(values, len(task.train.labels), length)
+
+
+def _default(name: str) -> Any:
+    from evonas.options import SearchConfig
+
+    return SearchConfig.__dataclass_fields__[name].default
+
+
+@struct.dataclass
+class Decision:
+    """How many generations a search runs, and how `--budget` decided it; part of every checkpoint."""
+
+    generations: int  # generations the search runs; before a budget's decision, the most it may run
+    decided_after: int  # the generation whose end decided it (0-based); -1: not decided (yet, or no --budget)
+    generation_seconds: float  # the seconds of that generation, which estimate each later one
+    elapsed_seconds: float  # the search's wall time when it decided, over every session
+
+    @classmethod
+    def undecided(cls, generations: int) -> "Decision":
+        return cls(generations=generations, decided_after=-1, generation_seconds=0.0, elapsed_seconds=0.0)
+
+    def to_json(self, budget_minutes: float) -> dict[str, Any]:
+        return {"minutes": budget_minutes, "generations": int(self.generations),
+                "decided_after_generation": int(self.decided_after),
+                "generation_seconds": float(self.generation_seconds), "elapsed_seconds": float(self.elapsed_seconds)}
+
+
+def generations_within(budget_seconds: float, elapsed_seconds: float, generation_seconds: float, done: int,
+                       most: int) -> int:
+    """Generations in all: the `done` ones, and as many more of `generation_seconds` as the rest of the budget
+    holds, at most `most`."""
+    left = budget_seconds - elapsed_seconds
+    more = math.floor(left / generation_seconds) if left > 0 and generation_seconds > 0 else 0
+    return max(done, min(most, done + more))
+
+
+def decide(decision: Decision, budget_minutes: float | None, generation: int, generation_seconds: float,
+           elapsed_seconds: float, compiled: bool) -> Decision:
+    """The decision after `generation` ended, `elapsed_seconds` into the search.
+
+    A decided budget (or none) stays as it is. Otherwise, a generation that `compiled` nothing decides how many
+    whole generations fit; one that compiled decides only if the next, as slow as it, would pass the limit.
+    """
+    if budget_minutes is None or decision.decided_after >= 0:
+        return decision
+    done, budget_seconds = generation + 1, 60.0 * budget_minutes
+    if not compiled:
+        generations = generations_within(budget_seconds, elapsed_seconds, generation_seconds, done,
+                                         int(decision.generations))
+    elif elapsed_seconds + generation_seconds > budget_seconds:
+        generations = done
+    else:
+        return decision
+    return Decision(generations=generations, decided_after=generation, generation_seconds=generation_seconds,
+                    elapsed_seconds=elapsed_seconds)

@@ -1,0 +1,59 @@
+"""MR with evonas's real-text defaults and a wall-clock budget: import, `search --budget`, `retrain`, as a user runs them.
+
+Command (about MINUTES + 10 minutes on a 2-core CPU):
+    python experiments/mr_budget.py --minutes 10 --work /tmp/mr-budget --out experiments/results/mr_budget10.json
+
+Writes the three commands, their wall times, the load average around each (the machine may be shared), the
+search's summary (its budget decision included) and retrain's results.json.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "mr"
+
+
+def commands(work: Path, minutes: float) -> list[list[str]]:
+    data_dir, run = work / "tfds", work / "run"
+    return [
+        ["evonas", "data", "import", "--name", "mr", "--data-dir", str(data_dir), "--format", "lines",
+         "--encoding", "cp1252", "--train", f"neg={SHARED / 'rt-polarity.neg'}",
+         "--train", f"pos={SHARED / 'rt-polarity.pos'}", "--overwrite"],
+        ["evonas", "search", "--dataset", "mr", "--data-dir", str(data_dir), "--budget", f"{minutes:g}",
+         "--out", str(run), "--overwrite", "--quiet"],
+        ["evonas", "retrain", str(run), "--quiet"],
+    ]
+
+
+def run(command: list[str]) -> dict:
+    load_before, start = os.getloadavg(), time.perf_counter()
+    launcher = [sys.executable, "-c", "import sys; from evonas.cli import main; sys.exit(main())"]
+    subprocess.run([*launcher, *command[1:]], check=True)
+    return {"command": " ".join(command), "wall_seconds": time.perf_counter() - start,
+            "load_before": list(load_before), "load_after": list(os.getloadavg())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/mr-budget"))
+    parser.add_argument("--out", type=Path, default=Path("experiments/results/mr_budget10.json"))
+    args = parser.parse_args()
+    steps = [run(command) for command in commands(args.work, args.minutes)]
+    config = json.loads((args.work / "run" / "config.json").read_text())["config"]
+    results = {"steps": steps, "cpus": os.cpu_count(),
+               "config": {k: config[k] for k in ("epochs", "steps", "batch_size", "max_length", "num_children",
+                                                 "children_per_generation", "budget_minutes", "space")},
+               "summary": json.loads((args.work / "run" / "summary.json").read_text()),
+               "retrain": json.loads((args.work / "run" / "retrain" / "results.json").read_text())}
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"test accuracy {results['retrain']['test_accuracy_mean']:.4f} ± {results['retrain']['test_accuracy_std']}")
+
+
+if __name__ == "__main__":
+    main()
