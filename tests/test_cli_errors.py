@@ -168,6 +168,12 @@ SEARCH = [
     (["--hurdle-quantile", "0.5"], "--hurdle-quantile sets how high hurdles are, but --hurdle-steps sets none"),
     (["--hurdle-steps", "25", "--hurdle-quantile", "2"], "--hurdle-quantile must be a number from 0 to 1 (or null), got 2.0"),
     (["--config", {"hurdle_steps": "25"}], ": hurdle_steps must be an integer or a list of integers"),
+    (["--predictor-pool", "0"], "--predictor-pool must be an integer from 1 to 64, got 0"),
+    (["--predictor-pool", "65"], "--predictor-pool must be an integer from 1 to 64, got 65"),
+    (["--predictor-pool", "two"], "argument --predictor-pool: invalid int value: 'two'"),
+    (["--predictor-pool", "4", "--predictor-min-records", "1"], "--predictor-min-records must be an integer from 2"),
+    (["--predictor-min-records", "8"], "--predictor-min-records sets when the predictor starts, but --predictor-pool is 1"),
+    (["--config", {"predictor_pool": 2.5}], ": predictor_pool must be an integer from 1 to 64, got 2.5"),
     (["--coordinator", "nowhere"], "--coordinator must be HOST:PORT"),
     (["--coordinator", "127.0.0.1:1234", "--num-processes", "2", "--process-id", "2"], "--process-id must be from 0"),
 ]
