@@ -105,3 +105,30 @@ def test_predictor_changes_the_history_of_the_default_only_once_it_ranks(tmp_pat
     assert (tmp_path / "ranked" / "history.jsonl").read_bytes().splitlines()[:4] == plain.splitlines()[:4]
     assert all("predicted_fitness" in r for r in ranked[4:]) and "predicted_fitness" not in ranked[0]
     assert len({tuple(r["genome"]) for r in ranked}) > len({tuple(r["genome"]) for r in read_history(tmp_path / "plain")})
+
+
+def test_study_predicts_each_generation_from_the_earlier_ones_only(tmp_path):
+    import dataclasses
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "predictor_study.py"
+    module_spec = importlib.util.spec_from_file_location("predictor_study", path)
+    study = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(study)
+    config = SearchConfig(population_size=16, children_per_generation=8, num_children=48)
+    space = config.search_space()
+    (tmp_path / "config.json").write_text(json.dumps({"config": dataclasses.asdict(config), "space": space.to_json()}))
+    genomes = np.asarray(space.sample(jax.random.key(5), 48))
+    planted = np.random.default_rng(1).normal(size=predictor.features(genomes[:1], space).shape[1])
+    history = history_of(genomes, predictor.features(genomes, space) @ planted)
+    for record in history:
+        record["generation"], record["params"], record["flops"] = record["id"] // 8, 1, record["id"]
+    history[-1] |= {"diverged": True, "fitness": None}  # not a candidate: neither fitted nor scored
+    (tmp_path / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+
+    result = study.study_run(tmp_path, early_steps=None)
+    assert result["predicted_generations"] == [2, 3, 4, 5]  # 16 candidates (the population) before generation 2
+    ridge = result["signals"]["ridge_one_hot"]
+    assert ridge["children"] == 31 and ridge["within_generation_mean"] > 0.3 and ridge["pooled"] > 0.3
+    assert result["signals"]["params"]["pooled"] is None  # a constant signal has no rank correlation
