@@ -52,6 +52,7 @@ def history_of(genomes, fitness):
             for i, (genome, f) in enumerate(zip(genomes, fitness, strict=True))]
 
 
+@pytest.mark.slow  # compiles the strategy's ask on the full space
 def test_propose_keeps_the_top_predicted_of_the_pool_with_their_own_parents():
     strategy = strategies.AgingEvolution(SPACE, population_size=8, sample_size=2, num_children_per_generation=4,
                                          mutation_rate=0.1, crossover_rate=0.5)
