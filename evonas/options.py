@@ -167,6 +167,13 @@ class SearchConfig:
                                           "compiled nothing, its time sets how many whole generations fit (at most "
                                           "--children); the decision is checkpointed, so a resume keeps it",
                                           flag="--budget", kind=float, above=0, high=7 * 24 * 60)
+    # A cheap fitness predictor (evonas.predictor): measured in experiments/README.md, "Fitness predictor".
+    predictor_pool: int = option(1, "candidates proposed per trained child: the strategy proposes K x "
+                                 "--children-per-generation, and a ridge ranker on one-hot genes, fitted to the "
+                                 "history so far, keeps the top predicted; 1 is off", low=1, high=64)
+    predictor_min_records: int | None = option(None, "candidate children the history must hold before the "
+                                               "predictor ranks; until then the strategy's own children are "
+                                               "trained (default: --population)", kind=int, low=2, high=2**24)
     population_form: str = option(
         "auto", "how a generation's members share the devices: 'member', one after another (best on CPUs); "
         "'grouped', side by side, grouped by the op each block runs (GPUs, TPUs); 'auto' picks by platform",
@@ -239,6 +246,9 @@ class SearchConfig:
         elif self.hurdle_quantile is not None:
             raise ConfigError(f"{describe('hurdle_quantile')} sets how high hurdles are, but {describe('hurdle_steps')} "
                               "sets none")
+        if self.predictor_min_records is not None and self.predictor_pool == 1:
+            raise ConfigError(f"{describe('predictor_min_records')} sets when the predictor starts, but "
+                              f"{describe('predictor_pool')} is 1, which turns it off")
         if self.strategy == "evolution" and self.search_space().size == 1:
             raise ConfigError("the config's 'space' has a single genome, so evolution cannot change one; "
                               "give some gene two or more choices")
@@ -271,6 +281,10 @@ class SearchConfig:
     def hurdles(self) -> Hurdles | None:
         """The progressive hurdles of each generation, or None."""
         return None if self.hurdle_steps is None else Hurdles(self.hurdle_steps, self.hurdle_quantile)
+
+    def min_predictor_records(self) -> int:
+        """Candidates in history before the predictor ranks (`predictor_min_records`, default the population)."""
+        return self.population_size if self.predictor_min_records is None else self.predictor_min_records
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(

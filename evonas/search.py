@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from evonas import budget as budget_lib
 from evonas import data as data_lib
-from evonas import fitness, run_dir, strategies
+from evonas import fitness, predictor, run_dir, strategies
 from evonas.checkpoint import Checkpoints, Progress, ResumeError
 from evonas.costs import child_costs
 from evonas.errors import ConfigError
@@ -150,7 +150,8 @@ def run_search(config: SearchConfig, out_dir: str | Path, progress: bool = True,
                 break
             generation_start, traces = clock(), population.traces
             key_ask, key_init, key_train = jax.random.split(jax.random.fold_in(key, generation), 3)
-            children, parents = strategy.ask(key_ask, state)
+            children, parents, predicted = predictor.propose(strategy, key_ask, state, history, space,
+                                                             config.predictor_pool, config.min_predictor_records())
             fitted = population.fit(
                 jax.random.split(key_init, config.children_per_generation), np.asarray(children), train,
                 {"validation": validation}, key_train, config.steps, chunk_size, hurdles=config.hurdles())
@@ -162,6 +163,8 @@ def run_search(config: SearchConfig, out_dir: str | Path, progress: bool = True,
                 record = child_record(genome, first_id + j, generation, np.asarray(parents[j]), scores[j],
                                       {name: values[j] for name, values in metrics.items()})
                 record |= {"steps": int(fitted["steps"][j]), "hurdle_stopped": bool(fitted["steps"][j] < config.steps)}
+                if predicted is not None:  # only where the predictor chose this generation
+                    record["predicted_fitness"] = float(predicted[j])
                 history.append(record)
                 log.write((json.dumps(record) + "\n").encode())
             log.flush()

@@ -90,18 +90,23 @@ def run_one(config: SearchConfig, run_dir: Path) -> tuple[dict, list[dict], list
 def early_accuracies(config: SearchConfig, history: list[dict], steps: int) -> np.ndarray:
     """Each child's validation accuracy after its first `steps` train steps, trained again as its search trained
     it (the same init and batch keys per generation, so the same parameters it had at that step)."""
+    return early_fits(config, history, steps)["validation_accuracy"]
+
+
+def early_fits(config: SearchConfig, history: list[dict], steps: int) -> dict[str, np.ndarray]:
+    """`Population.fit`'s results for every child of `history` in order, trained again for its first `steps`
+    steps as `early_accuracies` says: "validation_accuracy" float[children], "losses" float[children, steps]."""
     task = load_task(config)
     population = Population(PopulationModel(config.search_space(), task.vocab_size, task.max_length,
                                             task.num_classes), dataclasses.replace(config, steps=steps).train_config())
     train, validation = population.put_split(task.train), population.put_split(task.validation)
-    key, accuracies = jax.random.key(config.seed), []
+    key, fits = jax.random.key(config.seed), []
     for generation in sorted({r["generation"] for r in history}):
         genomes = np.array([r["genome"] for r in history if r["generation"] == generation], np.int32)
         _, key_init, key_train = jax.random.split(jax.random.fold_in(key, generation), 3)
-        fitted = population.fit(jax.random.split(key_init, len(genomes)), genomes, train, {"validation": validation},
-                                key_train, steps, len(genomes))
-        accuracies.extend(fitted["validation_accuracy"])
-    return np.asarray(accuracies)
+        fits.append(population.fit(jax.random.split(key_init, len(genomes)), genomes, train,
+                                   {"validation": validation}, key_train, steps, len(genomes)))
+    return {name: np.concatenate([np.asarray(fit[name]) for fit in fits]) for name in ("validation_accuracy", "losses")}
 
 
 def spread(values: list[float]) -> dict:

@@ -174,6 +174,12 @@ SEARCH = [
     (["--config", {"epochs": "two"}], ": epochs must be a number above 0"),
     (["--epochs", "2", "--steps", "50"], "give --steps or --epochs, not both"),
     (["--config", {"steps": 50}, "--epochs", "2"], "give --steps or --epochs, not both"),
+    (["--predictor-pool", "0"], "--predictor-pool must be an integer from 1 to 64, got 0"),
+    (["--predictor-pool", "65"], "--predictor-pool must be an integer from 1 to 64, got 65"),
+    (["--predictor-pool", "two"], "argument --predictor-pool: invalid int value: 'two'"),
+    (["--predictor-pool", "4", "--predictor-min-records", "1"], "--predictor-min-records must be an integer from 2"),
+    (["--predictor-min-records", "8"], "--predictor-min-records sets when the predictor starts, but --predictor-pool is 1"),
+    (["--config", {"predictor_pool": 2.5}], ": predictor_pool must be an integer from 1 to 64, got 2.5"),
     (["--coordinator", "nowhere"], "--coordinator must be HOST:PORT"),
     (["--coordinator", "127.0.0.1:1234", "--num-processes", "2", "--process-id", "2"], "--process-id must be from 0"),
 ]

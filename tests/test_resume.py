@@ -192,3 +192,19 @@ def test_a_run_saved_by_an_older_evonas_is_named_not_resumed_with_new_defaults(r
     assert f"{run / 'config.json'} has no listops: it was written by an older evonas" in capsys.readouterr().err
     assert main(["retrain", str(run), "--quiet"]) == 2
     assert "has no listops" in capsys.readouterr().err
+
+
+def test_search_with_the_predictor_killed_resumes_to_the_same_history(env, tmp_path):
+    """The predictor is refitted from history.jsonl each generation, so a resumed run ranks exactly as one that
+    never stopped (killed after a ranked generation's lines, before its checkpoint)."""
+    config = tmp_path / "predictor.json"
+    config.write_text(json.dumps({**CONFIG, "num_children": 10, "predictor_pool": 3, "predictor_min_records": 4}))
+    reference, run = tmp_path / "reference", tmp_path / "run"
+    evonas(env, "search", "--config", str(config), "--out", str(reference))
+    evonas(env, "search", "--config", str(config), "--out", str(run), kill_at=("before-checkpoint", 5))
+    assert history_lines(run) == 4 * LINES_PER_GENERATION and max(checkpoint_steps(run)) == 3
+
+    evonas(env, "search", "--resume", str(run))
+    assert (run / "history.jsonl").read_bytes() == (reference / "history.jsonl").read_bytes()
+    assert "predicted_fitness" in (reference / "history.jsonl").read_text().splitlines()[-1]
+    assert without_timings(run / "summary.json") == without_timings(reference / "summary.json")
