@@ -38,6 +38,7 @@ class Progress:
     history_bytes: int  # length of history.jsonl after those generations; later bytes are a lost generation's
     wall_seconds: float  # spent on those generations, over every session of the run
     compilations: int  # programs compiled for them, over every session of the run
+    parent_params: Any = None  # with --inherit, the living members' parameters (`evonas.inherit.empty_store`)
 
 
 class Checkpoints:

@@ -159,6 +159,10 @@ class SearchConfig:
         "--steps)", kind=tuple, low=1)
     hurdle_quantile: float | None = option(None, "the hurdle as this quantile of the scores of the children still "
                                            "training (default: their mean)", kind=float, low=0, high=1)
+    # Weight inheritance (Real et al. 2017; evonas.inherit): measured in experiments/README.md, "Weight inheritance".
+    inherit: bool = option(False, "start each bred child from its first parent's trained parameters wherever it "
+                           "keeps a part's op and shape (embedding, positions, final norm, head, each block's "
+                           "norm and op); the other parts start afresh")
     population_form: str = option(
         "auto", "how a generation's members share the devices: 'member', one after another (best on CPUs); "
         "'grouped', side by side, grouped by the op each block runs (GPUs, TPUs); 'auto' picks by platform",
@@ -231,6 +235,9 @@ class SearchConfig:
         elif self.hurdle_quantile is not None:
             raise ConfigError(f"{describe('hurdle_quantile')} sets how high hurdles are, but {describe('hurdle_steps')} "
                               "sets none")
+        if self.inherit and self.strategy != "evolution":
+            raise ConfigError(f"{describe('inherit')} starts children from their parents' parameters, and only "
+                              f"--strategy evolution breeds children from parents; got --strategy {self.strategy}")
         if self.strategy == "evolution" and self.search_space().size == 1:
             raise ConfigError("the config's 'space' has a single genome, so evolution cannot change one; "
                               "give some gene two or more choices")
