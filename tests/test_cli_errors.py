@@ -168,6 +168,8 @@ SEARCH = [
     (["--hurdle-quantile", "0.5"], "--hurdle-quantile sets how high hurdles are, but --hurdle-steps sets none"),
     (["--hurdle-steps", "25", "--hurdle-quantile", "2"], "--hurdle-quantile must be a number from 0 to 1 (or null), got 2.0"),
     (["--config", {"hurdle_steps": "25"}], ": hurdle_steps must be an integer or a list of integers"),
+    (["--inherit", "--strategy", "random"], "only --strategy evolution breeds children from parents; got --strategy random"),
+    (["--config", {"inherit": 1}], ": inherit must be true or false, got 1"),
     (["--coordinator", "nowhere"], "--coordinator must be HOST:PORT"),
     (["--coordinator", "127.0.0.1:1234", "--num-processes", "2", "--process-id", "2"], "--process-id must be from 0"),
 ]

@@ -14,8 +14,10 @@ from evonas.population import Population
 from evonas.space import text_classifier_space
 from evonas.supernet import PopulationModel
 
-SPACE = text_classifier_space(max_blocks=2, ops=("identity", "attention", "conv3"), widths=(16, 32),
-                              heads=(1, 2), norms=("layernorm", "rmsnorm", "none"), positionals=("learned", "none"))
+SPACE = text_classifier_space(max_blocks=2, ops=("identity", "attention", "conv3"), activations=("relu", "gelu"),
+                              norms=("layernorm", "rmsnorm", "none"), widths=(16, 32), heads=(1, 2), ffn_expansions=(1,),
+                              dropouts=(0.0,), positionals=("learned", "none"), poolings=("mean",),
+                              learning_rates=(1e-3, 1e-2), weight_decays=(0.0,), optimizers=("adamw", "lion"))
 PARENT = {"num_blocks": 2, "block0_op": "attention", "block0_activation": "relu", "block0_norm": "layernorm",
           "block1_op": "conv3", "block1_activation": "relu", "block1_norm": "rmsnorm", "width": 16, "heads": 2,
           "ffn_expansion": 1, "dropout": 0.0, "positional": "learned", "pooling": "mean", "learning_rate": 1e-3,
@@ -91,13 +93,13 @@ def test_a_child_started_from_inherited_parameters_is_its_standalone_model(form)
     task = listops_task(seed=0, num_train=32, num_validation=8, num_test=8, max_length=12, max_depth=2)
     model = PopulationModel(SPACE, task.vocab_size, task.max_length, task.num_classes)
     population = Population(model, FORMS[form])
-    children = np.stack([SPACE.encode({**PARENT, **changes}) for changes, _ in CHILDREN[:8]])
-    parents = np.stack([SPACE.encode(PARENT)] * 4 + [SPACE.encode({**PARENT, "block0_op": "conv3"})] * 4)
-    store = inherit.empty_store(model.stored_shapes, 8, SPACE.num_genes)
-    trained = population.init(jax.random.split(jax.random.key(7), 8), parents)  # any values unlike a fresh draw
-    store = inherit.keep_alive(store, np.arange(8), np.arange(8), parents, jax.tree.map(np.asarray, trained.params))
-    *start_from, shares = inherit.plan(model, SPACE, store, children, np.stack([np.arange(8), -np.ones(8, int)], 1))
-    keys = jax.random.split(jax.random.key(1), 8)
+    children = np.stack([SPACE.encode({**PARENT, **changes}) for changes, _ in CHILDREN[:4]])  # all, none, some
+    parents = np.stack([SPACE.encode(PARENT)] * 4)
+    store = inherit.empty_store(model.stored_shapes, 4, SPACE.num_genes)
+    trained = population.init(jax.random.split(jax.random.key(7), 4), parents)  # any values unlike a fresh draw
+    store = inherit.keep_alive(store, np.arange(4), np.arange(4), parents, jax.tree.map(np.asarray, trained.params))
+    *start_from, shares = inherit.plan(model, SPACE, store, children, np.stack([np.arange(4), -np.ones(4, int)], 1))
+    keys = jax.random.split(jax.random.key(1), 4)
     states = population.init(keys, children, start_from=population.distribute(start_from))
     fresh = population.init(keys, children)
     tokens, labels = jnp.asarray(task.train.tokens[:6]), jnp.asarray(task.train.labels[:6])
