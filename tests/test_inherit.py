@@ -96,12 +96,14 @@ def test_a_child_started_from_inherited_parameters_is_its_standalone_model(form)
     children = np.stack([SPACE.encode({**PARENT, **changes}) for changes, _ in CHILDREN[:4]])  # all, none, some
     parents = np.stack([SPACE.encode(PARENT)] * 4)
     store = inherit.empty_store(model.stored_shapes, 4, SPACE.num_genes)
-    trained = population.init(jax.random.split(jax.random.key(7), 4), parents)  # any values unlike a fresh draw
+    *nothing, _ = inherit.plan(model, SPACE, store, children, -np.ones((4, 2), int))  # no parents: all fresh
+    nothing = population.distribute(nothing)
+    trained = population.init(jax.random.split(jax.random.key(7), 4), parents, start_from=nothing)  # any values
     store = inherit.keep_alive(store, np.arange(4), np.arange(4), parents, jax.tree.map(np.asarray, trained.params))
     *start_from, shares = inherit.plan(model, SPACE, store, children, np.stack([np.arange(4), -np.ones(4, int)], 1))
     keys = jax.random.split(jax.random.key(1), 4)
     states = population.init(keys, children, start_from=population.distribute(start_from))
-    fresh = population.init(keys, children)
+    fresh = population.init(keys, children, start_from=nothing)
     tokens, labels = jnp.asarray(task.train.tokens[:6]), jnp.asarray(task.train.labels[:6])
     losses, grads = population.loss_and_grads(states.params, children, tokens, labels, jax.random.key(2))
     kinds = set()
@@ -132,7 +134,7 @@ def test_a_child_started_from_inherited_parameters_is_its_standalone_model(form)
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     assert kinds == {True, False}  # both inherited and fresh parameters were compared
     assert shares.max() == 1.0 and shares.min() == 0.0 and ((0 < shares) & (shares < 1)).any()
-    assert population.traces == 3  # init, init_from and loss_and_grads, each once for all genomes
+    assert population.traces == 2  # init_from and loss_and_grads, each once for every genome and mask
 
 
 def _at(tree, keys):
