@@ -39,6 +39,7 @@ class Progress:
     wall_seconds: float  # spent on those generations, over every session of the run
     compilations: int  # programs compiled for them, over every session of the run
     budget: Any = None  # evonas.budget.Decision: how many generations the run has, and how --budget decided it
+    parent_params: Any = None  # with --inherit, the living members' parameters (`evonas.inherit.empty_store`)
 
 
 class Checkpoints:

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from evonas import inherit
 from evonas.grouped import GroupedModel
 from evonas.layers import Params
 from evonas.supernet import PopulationModel
@@ -162,8 +163,12 @@ class Steps:
         branches = [functools.partial(fn, i, optimizer) for i, optimizer in enumerate(optimizers)]
         return jax.lax.switch(genome[self.space.index("optimizer")], branches)
 
-    def init_member(self, key: jax.Array, genome: jax.Array) -> MemberState:
+    def init_member(self, key: jax.Array, genome: jax.Array, start=None) -> MemberState:
+        """A member's fresh state; with `start` (stored parameters, mask: `evonas.inherit`), the parameters the
+        mask marks are taken from `start`, the others drawn afresh, and the optimizer state starts afresh."""
         params = self.model.init(key, genome)
+        if start is not None:
+            params = inherit.mix(params, *start)
 
         def init_with(index, optimizer):
             return self.optimizer_state.write(index, optimizer.init(params), self.optimizer_state.empty())
@@ -172,6 +177,10 @@ class Steps:
 
     def init(self, keys: jax.Array, genomes: jax.Array, routes=None) -> MemberState:
         return jax.lax.map(lambda args: self.init_member(*args), (keys, genomes))
+
+    def init_from(self, keys: jax.Array, genomes: jax.Array, params: Params, masks, routes=None) -> MemberState:
+        """`init`, each member starting from its stored `params` where its mask says so (`init_member`)."""
+        return jax.lax.map(lambda args: self.init_member(args[0], args[1], args[2:]), (keys, genomes, params, masks))
 
     def update(self, state: MemberState, genome: jax.Array, grads: Params) -> MemberState:
         """One optimizer step of one member."""

@@ -174,6 +174,10 @@ class SearchConfig:
     predictor_min_records: int | None = option(None, "candidate children the history must hold before the "
                                                "predictor ranks; until then the strategy's own children are "
                                                "trained (default: --population)", kind=int, low=2, high=2**24)
+    # Weight inheritance (Real et al. 2017; evonas.inherit): measured in experiments/README.md, "Weight inheritance".
+    inherit: bool = option(False, "start each bred child from its first parent's trained parameters wherever it "
+                           "keeps a part's op and shape (embedding, positions, final norm, head, each block's "
+                           "norm and op); the other parts start afresh")
     population_form: str = option(
         "auto", "how a generation's members share the devices: 'member', one after another (best on CPUs); "
         "'grouped', side by side, grouped by the op each block runs (GPUs, TPUs); 'auto' picks by platform",
@@ -249,6 +253,9 @@ class SearchConfig:
         if self.predictor_min_records is not None and self.predictor_pool == 1:
             raise ConfigError(f"{describe('predictor_min_records')} sets when the predictor starts, but "
                               f"{describe('predictor_pool')} is 1, which turns it off")
+        if self.inherit and self.strategy != "evolution":
+            raise ConfigError(f"{describe('inherit')} starts children from their parents' parameters, and only "
+                              f"--strategy evolution breeds children from parents; got --strategy {self.strategy}")
         if self.strategy == "evolution" and self.search_space().size == 1:
             raise ConfigError("the config's 'space' has a single genome, so evolution cannot change one; "
                               "give some gene two or more choices")

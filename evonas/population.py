@@ -33,7 +33,7 @@ FLOAT_BYTES = 4
 class Population:
     """Compiled init/train/evaluate over chunks of members with different genomes.
 
-    `init(keys, genomes, routes)`, `train(states, genomes, data, key, start_step, routes, active)`,
+    `init(keys, genomes, routes, start_from)`, `train(states, genomes, data, key, start_step, routes, active)`,
     `evaluate(states, genomes, data, routes)` and `loss_and_grads(params, genomes, tokens, labels, dropout_key,
     routes)` take members placed with `distribute` (a multiple of the device count) and `routes(genomes)`;
     `fit` runs a whole generation.
@@ -49,6 +49,7 @@ class Population:
         jit = functools.partial(jax.jit, compiler_options=sharding.compiler_options(self.mesh))
         self.programs = {
             "init": jit(self._sharded(self.steps.init, "mmd")),
+            "init_from": jit(self._sharded(self.steps.init_from, "mmmmd")),
             "train": jit(self._sharded(self.steps.train, "mmrkrdm"), donate_argnums=0),
             "evaluate": jit(self._sharded(self.steps.evaluate, "mmrd")),
             "loss_and_grads": jit(self._sharded(self.steps.loss_and_grads, "mmrrrd")),
@@ -67,8 +68,12 @@ class Population:
 
     # ---- the programs, routed -------------------------------------------------------------
 
-    def init(self, keys, genomes, routes=None) -> MemberState:
-        return self.programs["init"](keys, genomes, self._routes_for(genomes, routes))
+    def init(self, keys, genomes, routes=None, start_from=None) -> MemberState:
+        """Fresh members; with `start_from` (placed stored parameters and masks, `evonas.inherit`), each starting
+        from its stored parameters where its mask says so."""
+        if start_from is None:
+            return self.programs["init"](keys, genomes, self._routes_for(genomes, routes))
+        return self.programs["init_from"](keys, genomes, *start_from, self._routes_for(genomes, routes))
 
     def train(self, states, genomes, data, key, start_step, routes=None, active=None):
         """`steps_per_call` steps of the members `active` (placed bool per member; None: all); the others keep
@@ -172,9 +177,10 @@ class Population:
     # ---- compiling and running ------------------------------------------------------------------
 
     def compile(self, keys: jax.Array, genomes: np.ndarray, train: Split, key_train: jax.Array,
-                validation: Split | None = None) -> dict[str, jax.stages.Compiled]:
-        """Compiles init, train and (given a validation split) evaluate for chunks shaped like `genomes` (host
-        genomes; keys placed with `distribute`), side by side. Each is lowered (traced: Python, holding the
+                validation: Split | None = None, start_from=None) -> dict[str, jax.stages.Compiled]:
+        """Compiles init (with `start_from`, placed starting parameters and masks: init_from), train and (given a
+        validation split) evaluate for chunks shaped like `genomes` (host genomes; keys placed with
+        `distribute`), side by side. Each is lowered (traced: Python, holding the
         GIL) in this thread, the train program first, and compiled by XLA (outside the GIL) in a thread of its
         own while the next is lowered: train's compilation, the longest, starts as early as it can. Calls
         with these shapes then reuse the programs. Measured in experiments/README.md."""
@@ -182,7 +188,8 @@ class Population:
         placed_genomes, routes = self.distribute(np.asarray(genomes)), self.distribute(self.routes(genomes))
         programs = {"train": (states, placed_genomes, train, key_train, self.replicate(np.int32(0)), routes,
                               self.distribute(np.ones(len(genomes), bool))),
-                    "init": (keys, placed_genomes, routes)}
+                    **({"init": (keys, placed_genomes, routes)} if start_from is None else
+                       {"init_from": (keys, placed_genomes, *start_from, routes)})}
         if validation is not None:
             programs["evaluate"] = (states, placed_genomes, validation, routes)
         with concurrent.futures.ThreadPoolExecutor(len(programs)) as pool:
@@ -192,7 +199,7 @@ class Population:
     def fit(self, keys: jax.Array, genomes: np.ndarray, train: Split, evaluations: dict[str, Split],
             key_train: jax.Array, steps: int, chunk_size: int, keep_params: bool = False,
             progress: Callable[[int], Any] | None = None, select: Split | None = None,
-            eval_every: int | None = None, hurdles: Hurdles | None = None) -> dict[str, Any]:
+            eval_every: int | None = None, hurdles: Hurdles | None = None, start_from=None) -> dict[str, Any]:
         """Initializes, trains and evaluates members, `chunk_size` at a time, all chunks through the same
         compiled programs.
 
@@ -216,6 +223,8 @@ class Population:
                 on the first evaluation split, over all chunks at once. Those below the stage's hurdle stop:
                 their parameters and scores stay those of the stop, and their remaining steps are skipped in
                 the same programs. With several chunks, each chunk's state waits on the host between stages.
+            start_from: per member, stored parameters (host tree, leading axis N) and the mask of those it starts
+                from (`evonas.inherit.stored_mask`, stacked); the rest is drawn from `keys`. None: all drawn.
 
         Returns:
             On the host, in the input order: `losses` (every train step's loss [N, steps], NaN after a member's
@@ -235,12 +244,15 @@ class Population:
         num = len(genomes)
         chunk = self.padded_size(min(chunk_size, num))
         order, keys, genomes = self.arrange(keys, genomes, chunk)
+        if start_from is not None:
+            start_from = jax.tree.map(lambda a: sharding.pad_members(np.asarray(a), len(genomes))[order], start_from)
         shared_key = jax.random.key_data(key_train).ndim == 1
         if not shared_key:
             key_train = sharding.pad_members(key_train, len(genomes))[order]
         key_data = np.asarray(jax.random.key_data(keys))
         self.compile(jax.random.wrap_key_data(self.distribute(key_data[:chunk])), genomes[:chunk], train,
-                     self.replicate(key_train) if shared_key else self.distribute(key_train[:chunk]), first)
+                     self.replicate(key_train) if shared_key else self.distribute(key_train[:chunk]), first,
+                     None if start_from is None else self.distribute(jax.tree.map(lambda a: a[:chunk], start_from)))
         stages = [steps] if hurdles is None else hurdles.stages(steps)
         starts = range(0, len(genomes), chunk)
         runs: list[Any] = [None] * len(starts)  # per chunk: its states, best parameters and losses so far
@@ -257,7 +269,8 @@ class Population:
                                           self.distribute(self.routes(genomes[part], active[part])))
                 if runs[c] is None:
                     states = self.init(jax.random.wrap_key_data(self.distribute(key_data[part])), placed["genomes"],
-                                       placed["routes"])
+                                       placed["routes"], None if start_from is None else
+                                       self.distribute(jax.tree.map(lambda a, part=part: a[part], start_from)))
                     runs[c] = {"states": states, "best": None, "losses": []}
                 elif len(starts) > 1:  # back from the host
                     runs[c] |= {"states": self.distribute(runs[c]["states"]), "best": self.distribute(runs[c]["best"])}

@@ -14,6 +14,7 @@ from tqdm import tqdm
 from evonas import budget as budget_lib
 from evonas import data as data_lib
 from evonas import fitness, predictor, run_dir, strategies
+from evonas import inherit as inherit_lib
 from evonas.checkpoint import Checkpoints, Progress, ResumeError
 from evonas.costs import child_costs
 from evonas.errors import ConfigError
@@ -118,8 +119,10 @@ def run_search(config: SearchConfig, out_dir: str | Path, progress: bool = True,
     population = Population(model, config.train_config())
     strategy, objective = make_strategy(config, space), config.make_objective()
     num_generations = config.num_children // config.children_per_generation  # at most, with --budget
+    parent_params = (inherit_lib.empty_store(model.stored_shapes, config.population_size, space.num_genes)
+                     if config.inherit else None)
     initial = Progress(strategy.init(), history_bytes=0, wall_seconds=0.0, compilations=0,
-                       budget=budget_lib.Decision.undecided(num_generations))
+                       budget=budget_lib.Decision.undecided(num_generations), parent_params=parent_params)
     if resume:
         data_lib.write_task_files(task, out)
     else:
@@ -141,7 +144,7 @@ def run_search(config: SearchConfig, out_dir: str | Path, progress: bool = True,
         history = read_history(out / "history.jsonl", earlier.history_bytes, int(earlier.strategy.next_id))
         log.truncate(earlier.history_bytes)  # drops the lines of a generation that no checkpoint covers
         bar.update(len(history))
-        state, decision = earlier.strategy, earlier.budget
+        state, decision, parent_params = earlier.strategy, earlier.budget, earlier.parent_params
         monitor = GenerationMonitor(out, config.population_size, config.steps, int(decision.generations),
                                     int(state.generation))
         bar.total = int(decision.generations) * config.children_per_generation
@@ -152,19 +155,30 @@ def run_search(config: SearchConfig, out_dir: str | Path, progress: bool = True,
             key_ask, key_init, key_train = jax.random.split(jax.random.fold_in(key, generation), 3)
             children, parents, predicted = predictor.propose(strategy, key_ask, state, history, space,
                                                              config.predictor_pool, config.min_predictor_records())
+            start_from, inherited = None, None
+            if config.inherit:  # each child's first parent's parameters, where its parts match (evonas.inherit)
+                *start_from, inherited = inherit_lib.plan(model, space, parent_params, np.asarray(children),
+                                                     np.asarray(parents))
             fitted = population.fit(
                 jax.random.split(key_init, config.children_per_generation), np.asarray(children), train,
-                {"validation": validation}, key_train, config.steps, chunk_size, hurdles=config.hurdles())
+                {"validation": validation}, key_train, config.steps, chunk_size, hurdles=config.hurdles(),
+                keep_params=config.inherit, start_from=start_from)
             metrics = children_metrics(space, model, np.asarray(children), fitted, objective)
             first_id = int(state.next_id)
             state = strategy.tell(state, children, objective.selection(metrics))
             scores = np.asarray(objective.fitness(metrics))
+            if config.inherit:  # only the members still alive can be parents
+                parent_params = inherit_lib.keep_alive(parent_params, np.asarray(state.ids),
+                                                       np.arange(first_id, first_id + len(children)),
+                                                       np.asarray(children), fitted["params"])
             for j, genome in enumerate(np.asarray(children)):
                 record = child_record(genome, first_id + j, generation, np.asarray(parents[j]), scores[j],
                                       {name: values[j] for name, values in metrics.items()})
                 record |= {"steps": int(fitted["steps"][j]), "hurdle_stopped": bool(fitted["steps"][j] < config.steps)}
                 if predicted is not None:  # only where the predictor chose this generation
                     record["predicted_fitness"] = float(predicted[j])
+                if inherited is not None:
+                    record["inherited"] = float(inherited[j])  # share of its parameters from its first parent
                 history.append(record)
                 log.write((json.dumps(record) + "\n").encode())
             log.flush()
@@ -176,7 +190,8 @@ def run_search(config: SearchConfig, out_dir: str | Path, progress: bool = True,
             bar.total *= config.children_per_generation
             checkpoints.save(Progress(state, history_bytes=os.fstat(log.fileno()).st_size,
                                       wall_seconds=earlier.wall_seconds + now - start,
-                                      compilations=earlier.compilations + population.traces, budget=decision))
+                                      compilations=earlier.compilations + population.traces, budget=decision,
+                                      parent_params=parent_params))
             monitor.record(generation, history, earlier.wall_seconds + clock() - start,
                            earlier.compilations + population.traces)
             bar.update(config.children_per_generation)

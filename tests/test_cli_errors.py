@@ -180,6 +180,8 @@ SEARCH = [
     (["--predictor-pool", "4", "--predictor-min-records", "1"], "--predictor-min-records must be an integer from 2"),
     (["--predictor-min-records", "8"], "--predictor-min-records sets when the predictor starts, but --predictor-pool is 1"),
     (["--config", {"predictor_pool": 2.5}], ": predictor_pool must be an integer from 1 to 64, got 2.5"),
+    (["--inherit", "--strategy", "random"], "only --strategy evolution breeds children from parents; got --strategy random"),
+    (["--config", {"inherit": 1}], ": inherit must be true or false, got 1"),
     (["--coordinator", "nowhere"], "--coordinator must be HOST:PORT"),
     (["--coordinator", "127.0.0.1:1234", "--num-processes", "2", "--process-id", "2"], "--process-id must be from 0"),
 ]

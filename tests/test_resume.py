@@ -130,6 +130,23 @@ def test_search_killed_at_any_point_resumes_to_the_same_history(reference, env, 
     assert not temporary_checkpoints(run)
 
 
+def test_search_with_inheritance_killed_and_resumed_gives_the_same_history(reference, env, config_file, tmp_path):
+    """With --inherit, the living members' parameters are checkpointed: a search killed before a checkpoint and
+    resumed writes the history of one never stopped. Its bred children inherit, which changes their training."""
+    whole, run = tmp_path / "whole", tmp_path / "run"
+    evonas(env, "search", "--config", str(config_file), "--out", str(whole), "--inherit")
+    evonas(env, "search", "--config", str(config_file), "--out", str(run), "--inherit", kill_at=("before-checkpoint", 4))
+    assert max(checkpoint_steps(run)) == 2, "killed after 3 generations, before the third's checkpoint"
+    evonas(env, "search", "--resume", str(run))
+    assert (run / "history.jsonl").read_bytes() == (whole / "history.jsonl").read_bytes()
+    records = [json.loads(line) for line in (whole / "history.jsonl").read_text().splitlines()]
+    assert all(r["inherited"] == 0 for r in records if not r["parents"])
+    assert max(r["inherited"] for r in records) == 1.0  # a child that changed only its learning rate keeps all
+    plain = [json.loads(line) for line in (reference / "history.jsonl").read_text().splitlines()]
+    assert [r["genome"] for r in plain[:4]] == [r["genome"] for r in records[:4]]  # the same random first children
+    assert [r["train_loss"] for r in plain] != [r["train_loss"] for r in records]
+
+
 def garble_every_file(step_dir, damage):
     for path in step_dir.rglob("*"):
         if path.is_file():
