@@ -183,6 +183,11 @@ RETRAIN = [
     (["run", "--warmup-fraction", "1"], "--warmup-fraction must be in [0, 1), got 1.0"),
     (["run", "--eval-every", "0"], "--eval-every must be at least 1, got 0"),
     (["run", "--steps", "10", "--eval-every", "3"], "--eval-every 3 must divide the retrain's 10 steps"),
+    (["run", "--folds", "1"], "--folds must be at least 2, got 1"),
+    (["run", "--folds", "31"], "--folds 31 asked, but the task has only 30 labelled examples"),
+    (["run", "--folds", "ten"], "argument --folds: invalid int value"),
+    (["run", "--tune", "1"], "--tune must be at least 2 (the winner's own setting and another), got 1"),
+    (["run", "--tune", "13"], "--tune 13 asked, but the space has only 12 settings of learning_rate x weight_decay"),
 ]
 PREDICT = [
     (["missing"], "MODEL_DIR"),
