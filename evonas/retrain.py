@@ -231,14 +231,15 @@ def retrain(run_dir: str | Path, top_k: int = 1, num_seeds: int = 3, steps: int 
 
 def _fit(population: Population, genomes: list, num_seeds: int, train: TextSplit, validation: TextSplit,
          test: TextSplit | None, last_step: bool, *, steps: int, eval_every: int, chunk: int, progress: bool,
-         seed_base: int = 0, desc: str = "retrain") -> tuple[dict[str, Any], np.ndarray]:
+         seed_base: int = 0, group: int = 1, desc: str = "retrain") -> tuple[dict[str, Any], np.ndarray]:
     """Trains `genomes` x seeds as one population (member m: seed m // k, genome m % k), scores test (if any) at
-    each member's best validation step, or at its last with `last_step`; returns the fit and the genomes."""
+    each member's best validation step, or at its last with `last_step`; returns the fit and the genomes. Each
+    `group` consecutive genomes share their initialization key."""
     top_k = len(genomes)
     num_members = top_k * num_seeds
     members = np.asarray(list(genomes) * num_seeds, np.int32)
     seed_keys = [jax.random.split(jax.random.key(seed_base + seed)) for seed in range(num_seeds)]  # (init, train)
-    init_keys = jnp.stack([jax.random.fold_in(keys[0], rank) for keys in seed_keys for rank in range(top_k)])
+    init_keys = jnp.stack([jax.random.fold_in(keys[0], rank // group) for keys in seed_keys for rank in range(top_k)])
     train_keys = jnp.stack([keys[1] for keys in seed_keys for _ in range(top_k)])
     splits = {"validation": population.put_split(validation)}
     if test is not None:
@@ -265,7 +266,8 @@ def _tune(space: SearchSpace, fit, genomes: list, num: int, train: TextSplit, va
     """Each genome's `num` settings, trained side by side on train with the tuning seed and scored on
     validation only; the best validation setting of each genome, and what the tuning saw."""
     candidates = np.concatenate([tuning.settings(space, genome, num) for genome in genomes])
-    fitted, _ = fit(list(candidates), 1, train, validation, None, False, seed_base=tuning.TUNING_SEED, desc="tune")
+    fitted, _ = fit(list(candidates), 1, train, validation, None, False, seed_base=tuning.TUNING_SEED, group=num,
+                    desc="tune")  # a genome's settings share its initialization and every batch
     validation_accuracy = np.asarray(fitted["validation_accuracy"]).reshape(len(genomes), num)
     diverged = (~np.isfinite(fitted["losses"]).all(axis=1) | ~np.isfinite(fitted["validation_loss"]))
     diverged = diverged.reshape(len(genomes), num)
