@@ -79,6 +79,10 @@ def _retrain_parser(subparsers):
     parser.add_argument("--eval-every", type=int, help="steps between validation scores; each member keeps its best "
                         "validation step's parameters; it must divide the steps (default: at most 10 scores)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--tune", type=int, metavar="N", help="first tune each genome's learning rate and weight "
+                        "decay: N settings of the space's choices, nearest the genome's first, picked on validation")
+    parser.add_argument("--folds", type=int, metavar="K", help="K-fold cross-validation over all labelled data: "
+                        "retrain once per fold, report mean ± std over folds; exports nothing")
 
 
 def _predict_parser(subparsers):
@@ -321,7 +325,18 @@ def _retrain(args) -> int:
     results = retrain(args.run_dir, top_k=args.top_k, num_seeds=args.seeds, steps=args.steps,
                       with_validation=args.with_validation, progress=not args.quiet,
                       warmup_fraction=args.warmup_fraction, eval_every=args.eval_every,
-                      epochs=args.epochs).results
+                      epochs=args.epochs, tune=args.tune, folds=args.folds).results
+    out = Path(args.run_dir).resolve() / "retrain"
+    if args.folds is not None:
+        for fold in results["folds"]:
+            print(f"fold {fold['fold']}: test accuracy {fold['test_accuracy']:.4f} (rank {fold['rank']}, mean over "
+                  f"{len(results['seeds'])} seeds)")
+        print(f"{results['num_folds']} folds: test accuracy {results['test_accuracy_mean']:.4f} ± "
+              f"{results['test_accuracy_std']:.4f}; results in {out / 'results.json'}")
+        return 0
+    for rank, tuned in enumerate(results["tuning"] or []):
+        print(f"rank {rank} tuned: {tuned['chosen_setting']} (validation accuracy "
+              f"{tuned['validation_accuracies'][tuned['chosen']]:.4f} of {len(tuned['settings'])} settings)")
     for genome in results["genomes"]:
         std = genome["test_accuracy_std"]
         spread = f"± {std:.4f} over {len(results['seeds'])} seeds" if std is not None else "(one seed: std undefined)"
@@ -329,7 +344,6 @@ def _retrain(args) -> int:
               f"accuracy {genome['test_accuracy_mean']:.4f} {spread}, {results['steps']} steps, best validation "
               f"at steps {genome['best_steps']}")
     exported = results["exported"]
-    out = Path(args.run_dir).resolve() / "retrain"
     print(f"exported rank {exported['rank']}, seed {exported['seed']} (test accuracy {exported['test_accuracy']:.4f}) "
           f"to {out / exported['path']}; results in {out / 'results.json'}")
     return 0

@@ -178,7 +178,7 @@ def describe_genome(space: SearchSpace, genome: list[int]) -> str:
 def top_children(run: RunData, k: int = 10) -> list[dict[str, Any]]:
     """The k distinct genomes of highest fitness (each its best record), with the test accuracy of retrain where
     it retrained that genome (mean and std over seeds), else None."""
-    retrained = {tuple(g["genome"]): g for g in (run.retrain or {}).get("genomes", [])}
+    retrained = {tuple(g.get("search_genome", g["genome"])): g for g in (run.retrain or {}).get("genomes", [])}
     distinct: dict[tuple[int, ...], dict[str, Any]] = {}
     for record in sorted((r for r in run.history if is_candidate(r)), key=lambda r: -r["fitness"]):
         distinct.setdefault(tuple(record["genome"]), record)

@@ -8,6 +8,7 @@ This is the only place in evonas that reads a task's test split.
 """
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -20,7 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
+from evonas import folds as folding
 from evonas import run_dir as run_dirs
+from evonas import tune as tuning
 from evonas.budget import RETRAIN_EPOCHS_FACTOR, steps_for
 from evonas.data import TASK_FILE, TOKENIZER_FILE, TextSplit, read_task_files
 from evonas.errors import InputError, RunDirError
@@ -62,6 +65,7 @@ class Retrained:
     genomes: np.ndarray  # int32[k * N, num_genes]
     params: Params  # every member's trained stored parameters, on the host, leading member axis k * N
     results: dict[str, Any]
+    fold_params: list[Params] | None = None  # with folds: `params` of each fold (`params` is the last fold's)
 
 
 def load_run(run_dir: str | Path) -> Run:
@@ -107,7 +111,8 @@ def top_genomes(history: list[dict[str, Any]], top_k: int) -> list[dict[str, Any
 
 def retrain(run_dir: str | Path, top_k: int = 1, num_seeds: int = 3, steps: int | None = None,
             with_validation: bool = False, progress: bool = True, warmup_fraction: float = WARMUP_FRACTION,
-            eval_every: int | None = None, epochs: float | None = None) -> Retrained:
+            eval_every: int | None = None, epochs: float | None = None, tune: int | None = None,
+            folds: int | None = None) -> Retrained:
     """Retrains the run's top genomes from scratch, writes `retrain/results.json` and exports `retrain/model/`.
 
     Each member's learning rate (its genome's) warms up linearly from 0 over `warmup_fraction` of the steps,
@@ -131,9 +136,15 @@ def retrain(run_dir: str | Path, top_k: int = 1, num_seeds: int = 3, steps: int 
         warmup_fraction: the learning rate's warm-up, a share of `steps` in [0, 1).
         eval_every: steps between validation scores; it must divide `steps`. None: the fewest train calls
             (of the gcd of `steps` and the search's `steps_per_call`) that score at most `EVALUATIONS` times.
+        tune: first tune each genome's training genes (`evonas.tune`): this many settings, trained on train
+            and picked by validation; the retrain then trains the chosen setting. None: no tuning.
+        folds: K-fold cross-validation (`evonas.folds`) over all labelled data instead of the task's splits:
+            the retrain (and tuning) runs once per fold, nothing is exported, and the top-level test accuracy
+            is the mean ± sample std over folds of each fold's chosen genome's mean over seeds. None: no folds.
 
     Returns:
-        The population, its genomes and trained states, and the results written to `results.json`.
+        The population, its genomes and trained states, and the results written to `results.json` (with
+        `folds`, those of the last fold).
     """
     start = time.perf_counter()
     if num_seeds < 1:
@@ -152,52 +163,60 @@ def retrain(run_dir: str | Path, top_k: int = 1, num_seeds: int = 3, steps: int 
         raise InputError("give --steps or --epochs, not both: epochs set the steps")
     run = load_run(run_dir)
     records = top_genomes(run.history, top_k)
+    if tune is not None:
+        tuning.settings(run.space, records[0]["genome"], tune)  # checks --tune before any data or training
     task = load_task(run.config)
     if (task.tokenizer, task.label_names) != (run.tokenizer, run.label_names):
         raise InputError(f"the data of {run.path} changed since its search: its tokenizer or label names differ "
                          f"from those in {TOKENIZER_FILE} and {TASK_FILE}")
-    train_split = _concatenate(task.train, task.validation) if with_validation else task.train
+    # Epochs count passes over the task's train split (and validation, with --with-validation), folds or not.
+    train_size = len(task.train.labels) + (len(task.validation.labels) if with_validation else 0)
     if epochs is None and steps is None and run.config.epochs is not None:
         epochs = RETRAIN_EPOCHS_FACTOR * run.config.epochs  # the search's rule, on the data retrain trains on
     if steps is None:
-        steps = STEPS_FACTOR * run.config.steps if epochs is None else steps_for(len(train_split.labels),
-                                                                               run.config.batch_size, epochs)
+        steps = STEPS_FACTOR * run.config.steps if epochs is None else steps_for(train_size, run.config.batch_size,
+                                                                               epochs)
     steps_per_call = math.gcd(steps, run.config.steps_per_call, eval_every or 0)
     if eval_every is not None and steps % eval_every:
         raise InputError(f"--eval-every {eval_every} must divide the retrain's {steps} steps")
     eval_every = eval_every or default_eval_every(steps, steps_per_call)
+    fold_seed = run.config.task_seed
+    if folds is None:
+        parts = [(task.train, task.validation, task.test)]
+    else:
+        data = folding.labelled_data(task)
+        indices = folding.fold_indices(len(data.labels), folds, fold_seed)
+        parts = [folding.fold_splits(data, indices, i, folding.validation_share(task), fold_seed) for i in range(folds)]
 
     model = PopulationModel(run.space, task.vocab_size, task.max_length, task.num_classes)
     train_config = dataclasses.replace(run.config.train_config(), steps_per_call=steps_per_call,
                                        schedule_steps=steps, warmup_fraction=warmup_fraction)
     population = Population(model, train_config)
-    num_members = top_k * num_seeds
-    genomes = np.asarray([r["genome"] for r in records] * num_seeds, np.int32)  # member m: seed m // k, rank m % k
-    seed_keys = [jax.random.split(jax.random.key(seed)) for seed in range(num_seeds)]  # (init, train) per seed
-    init_keys = jnp.stack([jax.random.fold_in(keys[0], rank) for keys in seed_keys for rank in range(top_k)])
-    train_keys = jnp.stack([keys[1] for keys in seed_keys for _ in range(top_k)])
     budget = memory_budget_bytes() if run.config.memory_budget_gb is None else int(run.config.memory_budget_gb * 2**30)
-    splits = {"validation": population.put_split(task.validation), "test": population.put_split(task.test)}
-    select = None if with_validation else splits["validation"]  # validation, never test, picks the step
-    with tqdm(total=steps * num_members, disable=not progress, desc="retrain", unit="member-step") as bar:
-        fitted = population.fit(init_keys, genomes, population.put_split(train_split), splits, train_keys, steps,
-                                population.chunk_size(budget), keep_params=True,
-                                progress=lambda member_steps: bar.update(member_steps), select=select,
-                                eval_every=eval_every)
-    if with_validation:
-        fitted["best_step"] = np.full(num_members, steps)
-    diverged = ~np.isfinite(fitted["losses"]).all(axis=1) | ~np.isfinite(fitted["test_loss"])
-    per_seed = {name: np.asarray(values).reshape(num_seeds, top_k).T for name, values in
-                (("val", fitted["validation_accuracy"]), ("test", fitted["test_accuracy"]), ("diverged", diverged),
-                 ("best_step", fitted["best_step"]))}
+    fit = functools.partial(_fit, population, steps=steps, eval_every=eval_every, chunk=population.chunk_size(budget),
+                            progress=progress)
+    finished = []
+    for fold, (train, validation, test) in enumerate(parts):
+        tuned, trained = None, records
+        if tune is not None:  # the search's genomes, tuned on this fold's train and validation
+            tuned = _tune(run.space, fit, [r["genome"] for r in records], tune, train, validation)
+            trained = [r | {"genome": g, "search_genome": r["genome"]} for r, g in zip(records, tuned["genomes"])]
+        train_split = _concatenate(train, validation) if with_validation else train
+        fitted, genomes = fit([r["genome"] for r in trained], num_seeds, train_split, validation, test,
+                              with_validation, desc="retrain" if folds is None else f"fold {fold}")
+        finished.append((trained, tuned, fitted, genomes, _per_seed(fitted, num_seeds, top_k)))
 
+    records, tuned, fitted, genomes, per_seed = finished[-1]
     chosen, seed_index = (0, 0) if with_validation else _best_by_validation(per_seed)
-    member = seed_index * top_k + chosen
-    arch = Architecture.from_genome(run.space, records[chosen]["genome"])
     out = run.path / "retrain"
-    export_model(out / "model", run.space, records[chosen]["genome"],
-                 model.extract(arch, jax.tree.map(lambda a: a[member], fitted["params"])), task.tokenizer,
-                 task.label_names)
+    if folds is None:
+        member = seed_index * top_k + chosen
+        arch = Architecture.from_genome(run.space, records[chosen]["genome"])
+        export_model(out / "model", run.space, records[chosen]["genome"],
+                     model.extract(arch, jax.tree.map(lambda a: a[member], fitted["params"])), task.tokenizer,
+                     task.label_names)
+    else:
+        out.mkdir(exist_ok=True)
 
     genome_results = [_genome_result(run.space, model, record, per_seed, rank) for rank, record in enumerate(records)]
     best = genome_results[chosen]
@@ -216,11 +235,89 @@ def retrain(run_dir: str | Path, top_k: int = 1, num_seeds: int = 3, steps: int 
                      "validation_accuracy": best["validation_accuracies"][seed_index],
                      "best_step": best["best_steps"][seed_index]},
         "genomes": genome_results,
+        "tuning": tuned and tuned["report"],
         "compilations": population.traces,
         "wall_seconds": time.perf_counter() - start,
     }
+    if folds is not None:
+        results |= _fold_results(run.space, model, finished, with_validation, fold_seed)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    return Retrained(population, genomes, fitted["params"], results)
+    return Retrained(population, genomes, fitted["params"], results,
+                     None if folds is None else [f[2]["params"] for f in finished])
+
+
+def _fit(population: Population, genomes: list, num_seeds: int, train: TextSplit, validation: TextSplit,
+         test: TextSplit | None, last_step: bool, *, steps: int, eval_every: int, chunk: int, progress: bool,
+         seed_base: int = 0, group: int = 1, desc: str = "retrain") -> tuple[dict[str, Any], np.ndarray]:
+    """Trains `genomes` x seeds as one population (member m: seed m // k, genome m % k), scores test (if any) at
+    each member's best validation step, or at its last with `last_step`; returns the fit and the genomes. Each
+    `group` consecutive genomes share their initialization key."""
+    top_k = len(genomes)
+    num_members = top_k * num_seeds
+    members = np.asarray(list(genomes) * num_seeds, np.int32)
+    seed_keys = [jax.random.split(jax.random.key(seed_base + seed)) for seed in range(num_seeds)]  # (init, train)
+    init_keys = jnp.stack([jax.random.fold_in(keys[0], rank // group) for keys in seed_keys for rank in range(top_k)])
+    train_keys = jnp.stack([keys[1] for keys in seed_keys for _ in range(top_k)])
+    splits = {"validation": population.put_split(validation)}
+    if test is not None:
+        splits["test"] = population.put_split(test)
+    select = None if last_step else splits["validation"]  # validation, never test, picks the step
+    with tqdm(total=steps * num_members, disable=not progress, desc=desc, unit="member-step") as bar:
+        fitted = population.fit(init_keys, members, population.put_split(train), splits, train_keys, steps, chunk,
+                                keep_params=test is not None, progress=lambda member_steps: bar.update(member_steps),
+                                select=select, eval_every=eval_every)
+    if last_step:
+        fitted["best_step"] = np.full(num_members, steps)
+    return fitted, members
+
+
+def _per_seed(fitted: dict[str, Any], num_seeds: int, top_k: int) -> dict[str, np.ndarray]:
+    """Each of val, test, diverged and best_step as [genome rank, seed]."""
+    diverged = ~np.isfinite(fitted["losses"]).all(axis=1) | ~np.isfinite(fitted["test_loss"])
+    return {name: np.asarray(values).reshape(num_seeds, top_k).T for name, values in
+            (("val", fitted["validation_accuracy"]), ("test", fitted["test_accuracy"]), ("diverged", diverged),
+             ("best_step", fitted["best_step"]))}
+
+
+def _tune(space: SearchSpace, fit, genomes: list, num: int, train: TextSplit, validation: TextSplit):
+    """Each genome's `num` settings, trained side by side on train with the tuning seed and scored on
+    validation only; the best validation setting of each genome, and what the tuning saw."""
+    candidates = np.concatenate([tuning.settings(space, genome, num) for genome in genomes])
+    fitted, _ = fit(list(candidates), 1, train, validation, None, False, seed_base=tuning.TUNING_SEED, group=num,
+                    desc="tune")  # a genome's settings share its initialization and every batch
+    validation_accuracy = np.asarray(fitted["validation_accuracy"]).reshape(len(genomes), num)
+    diverged = (~np.isfinite(fitted["losses"]).all(axis=1) | ~np.isfinite(fitted["validation_loss"]))
+    diverged = diverged.reshape(len(genomes), num)
+    best_steps = np.asarray(fitted["best_step"]).reshape(len(genomes), num)
+    chosen = [tuning.best_setting(v, d) for v, d in zip(validation_accuracy, diverged)]
+    tuned = [candidates[rank * num + c].tolist() for rank, c in enumerate(chosen)]
+    report = [{"settings": [tuning.describe(space, g) for g in candidates[rank * num:(rank + 1) * num]],
+               "validation_accuracies": [float(a) for a in validation_accuracy[rank]],
+               "best_steps": [int(s) for s in best_steps[rank]], "diverged": [bool(d) for d in diverged[rank]],
+               "chosen": chosen[rank], "chosen_setting": tuning.describe(space, tuned[rank])}
+              for rank in range(len(genomes))]
+    return {"genomes": tuned, "report": report}
+
+
+def _fold_results(space: SearchSpace, model: PopulationModel, finished: list, with_validation: bool,
+                  fold_seed: int) -> dict[str, Any]:
+    """Per fold, its chosen genome's test accuracy (mean over seeds); over folds, their mean ± sample std."""
+    folds = []
+    for fold, (records, tuned, _, _, per_seed) in enumerate(finished):
+        chosen, _ = (0, 0) if with_validation else _best_by_validation(per_seed)
+        result = _genome_result(space, model, records[chosen], per_seed, chosen)
+        folds.append({"fold": fold, "rank": chosen, "genome": result["genome"],
+                      "test_accuracy": result["test_accuracy_mean"], "test_accuracies": result["test_accuracies"],
+                      "validation_accuracies": result["validation_accuracies"], "best_steps": result["best_steps"],
+                      "tuning": tuned and tuned["report"]})
+    accuracies = np.asarray([f["test_accuracy"] for f in folds])
+    searched = finished[0][0][0].get("search_genome", finished[0][0][0]["genome"])  # the search's best genome
+    return {"genome": searched, "architecture": Architecture.from_genome(space, searched).to_dict(),
+            "test_accuracy_mean": float(accuracies.mean()), "test_accuracy_std": float(accuracies.std(ddof=1)),
+            "test_accuracies": [float(a) for a in accuracies],
+            "validation_accuracies": [float(np.mean(f["validation_accuracies"])) for f in folds],
+            "num_folds": len(folds), "fold_seed": fold_seed, "folds": folds, "exported": None, "genomes": [],
+            "tuning": None}
 
 
 def default_eval_every(steps: int, steps_per_call: int) -> int:
@@ -249,6 +346,7 @@ def _genome_result(space: SearchSpace, model: PopulationModel, record: dict[str,
         "search_id": record["id"],
         "search_fitness": record["fitness"],
         "genome": record["genome"],
+        **({"search_genome": record["search_genome"]} if "search_genome" in record else {}),  # before --tune
         "architecture": arch.to_dict(),
         "params": count_params(model.standalone_shapes(arch)),
         "test_accuracy_mean": float(test.mean()),

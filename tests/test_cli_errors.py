@@ -199,6 +199,11 @@ RETRAIN = [
     (["run", "--steps", "10", "--eval-every", "3"], "--eval-every 3 must divide the retrain's 10 steps"),
     (["run", "--epochs", "0"], "--epochs must be a number above 0 and at most 10,000, got 0.0"),
     (["run", "--epochs", "2", "--steps", "100"], "give --steps or --epochs, not both"),
+    (["run", "--folds", "1"], "--folds must be at least 2, got 1"),
+    (["run", "--folds", "31"], "--folds 31 asked, but the task has only 30 labelled examples"),
+    (["run", "--folds", "ten"], "argument --folds: invalid int value"),
+    (["run", "--tune", "1"], "--tune must be at least 2 (the winner's own setting and another), got 1"),
+    (["run", "--tune", "13"], "--tune 13 asked, but the space has only 12 settings of learning_rate x weight_decay"),
 ]
 PREDICT = [
     (["missing"], "MODEL_DIR"),
