@@ -37,7 +37,7 @@ from evonas.errors import ConfigError, RunDirError
 from evonas.options import SearchConfig, check_config_values
 
 METRICS = ("best_val_accuracy", "first_generation_median_val_accuracy", "best_params", "diverged", "compilations",
-           "wall_seconds")  # the numbers of summary.json a table may compare
+           "wall_seconds", "train_steps")  # the numbers of summary.json a table may compare
 ABLATION_KEYS = {"grid", "seeds", "metric"}
 logger = logging.getLogger(__name__)
 
@@ -190,6 +190,8 @@ def table_rows(ablation: Ablation, summaries: dict[tuple[str, int], dict[str, An
     for cell, name in zip(ablation.cells(), names):
         finite = [v for v in values[name].values() if not math.isnan(v)]
         seconds = [summaries[name, seed]["wall_seconds"] for seed in values[name]]
+        steps = [summaries[name, seed].get("train_steps") for seed in values[name]]  # the compute each run spent
+        steps = [] if None in steps else steps  # runs written before summaries counted their steps
         shared = [s for s in ablation.seeds if not math.isnan(values[name].get(s, math.nan))
                   and not math.isnan(values[names[0]].get(s, math.nan))]
         difference, p_value = _paired([values[name][s] for s in shared], [values[names[0]][s] for s in shared])
@@ -198,7 +200,8 @@ def table_rows(ablation: Ablation, summaries: dict[tuple[str, int], dict[str, An
                      "sd": float(np.std(finite, ddof=1)) if len(finite) > 1 else None,
                      "difference": None if name == names[0] else difference,
                      "p_value": None if name == names[0] else p_value, "pairs": len(shared),
-                     "seconds": float(np.mean(seconds)) if seconds else None})
+                     "seconds": float(np.mean(seconds)) if seconds else None,
+                     "train_steps": float(np.mean(steps)) if steps else None})
     return rows
 
 
@@ -222,30 +225,32 @@ def _paired(values: list[float], reference: list[float]) -> tuple[float | None, 
 
 
 def csv_table(ablation: Ablation, rows: list[dict[str, Any]]) -> str:
-    """One line per cell: the grid's options, n, the metric's mean and sd, the paired test, seconds per run."""
+    """One line per cell: the grid's options, n, the metric's mean and sd, the paired test, seconds and train
+    steps per run."""
     stream = io.StringIO()
     writer = csv.writer(stream, lineterminator="\n")
     columns = ["n", f"{ablation.metric}_mean", f"{ablation.metric}_sd", "difference_from_first", "p_paired_t",
-               "pairs", "seconds_per_run"]
+               "pairs", "seconds_per_run", "train_steps_per_run"]
     writer.writerow(["cell", *ablation.grid, *columns])
     for row in rows:
         settings = [json.dumps(v) if not _is_scalar(v) else v for v in row["settings"].values()]
         writer.writerow([row["cell"], *settings, row["n"], *("" if row[k] is None else row[k] for k in
                                                               ("mean", "sd", "difference", "p_value")),
-                         row["pairs"], "" if row["seconds"] is None else row["seconds"]])
+                         row["pairs"], *("" if row[k] is None else row[k] for k in ("seconds", "train_steps"))])
     return stream.getvalue()
 
 
 def markdown_table(ablation: Ablation, rows: list[dict[str, Any]]) -> str:
     """The table for a paper or a README, numbers rounded; the first row is the reference of the tests."""
     header = ["cell", "n", f"{ablation.metric} (mean ± sd)", "difference from row 1", "p (paired t)",
-              "seconds per run"]
-    lines = ["| " + " | ".join(header) + " |", "|---|--:|--:|--:|--:|--:|"]
+              "seconds per run", "train steps per run"]
+    lines = ["| " + " | ".join(header) + " |", "|---|--:|--:|--:|--:|--:|--:|"]
     for row in rows:
         spread = "" if row["sd"] is None else f" ± {row['sd']:.4f}"
         mean = "—" if row["mean"] is None else f"{row['mean']:.4f}{spread}"
         difference = "—" if row["difference"] is None else f"{row['difference']:+.4f}"
         p_value = "—" if row["p_value"] is None else f"{row['p_value']:.3g} ({row['pairs']} seeds)"
         seconds = "—" if row["seconds"] is None else f"{row['seconds']:.0f}"
-        lines.append(f"| {row['cell']} | {row['n']} | {mean} | {difference} | {p_value} | {seconds} |")
+        steps = "—" if row["train_steps"] is None else f"{row['train_steps']:,.0f}"
+        lines.append(f"| {row['cell']} | {row['n']} | {mean} | {difference} | {p_value} | {seconds} | {steps} |")
     return "\n".join(lines) + "\n"

@@ -113,6 +113,8 @@ def test_evolution_vs_random_smoke_ablation_stopped_mid_run_resumes_and_skips_fi
         assert float(row["best_val_accuracy_sd"]) == pytest.approx(np.std(values, ddof=1))
         assert float(row["seconds_per_run"]) == pytest.approx(np.mean(
             [summaries[row["strategy"], seed]["wall_seconds"] for seed in (0, 1)]))
+        assert float(row["train_steps_per_run"]) == np.mean(
+            [summaries[row["strategy"], seed]["train_steps"] for seed in (0, 1)])
     assert results["rows"][1]["values"] == {"0": summaries["random", 0]["best_val_accuracy"],
                                             "1": summaries["random", 1]["best_val_accuracy"]}
     for strategy in ("evolution", "random"):
