@@ -10,6 +10,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from evonas import interrupts
 from evonas.errors import InputError
 
 
@@ -139,7 +140,8 @@ def _ablate(args) -> int:
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file; give a directory")
     try:
-        results = run_ablation(ablation, out, progress=not args.quiet, reports=not args.no_reports)
+        with interrupts.remembered():
+            results = run_ablation(ablation, out, progress=not args.quiet, reports=not args.no_reports)
     except KeyboardInterrupt:
         print(f"evonas ablate: interrupted; the same command continues it, skipping finished runs: evonas ablate "
               f"{shlex.quote(args.config)} --out {shlex.quote(str(out))}", file=sys.stderr)
@@ -269,7 +271,9 @@ def _search(args) -> int:
     if args.distributed or args.coordinator:
         _join_processes(args)
     try:
-        summary = run_search(config, out, progress=not args.quiet, resume=bool(args.resume), overwrite=args.overwrite)
+        with interrupts.remembered():
+            summary = run_search(config, out, progress=not args.quiet, resume=bool(args.resume),
+                                 overwrite=args.overwrite)
     except KeyboardInterrupt:
         print(_interrupted(out, config), file=sys.stderr)
         return 130

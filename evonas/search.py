@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from evonas import budget as budget_lib
 from evonas import data as data_lib
-from evonas import fitness, predictor, run_dir, strategies
+from evonas import fitness, interrupts, predictor, run_dir, strategies
 from evonas import inherit as inherit_lib
 from evonas.checkpoint import Checkpoints, Progress, ResumeError
 from evonas.costs import child_costs
@@ -151,6 +151,7 @@ def run_search(config: SearchConfig, out_dir: str | Path, progress: bool = True,
         for generation in range(int(state.generation), num_generations):
             if generation >= decision.generations:
                 break
+            interrupts.check()  # a Ctrl-C that Python dropped inside a gc callback stops the search here
             generation_start, traces = clock(), population.traces
             key_ask, key_init, key_train = jax.random.split(jax.random.fold_in(key, generation), 3)
             children, parents, predicted = predictor.propose(strategy, key_ask, state, history, space,

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from evonas import run_dir
+from evonas import interrupts, run_dir
 from evonas.cli import main
 from evonas.errors import RunDirError
 
@@ -128,3 +128,21 @@ def test_ctrl_c_names_the_resume_command_which_finishes_the_run(finished, env, c
     argv = shlex.split(command)
     subprocess.run([sys.executable, "-m", "evonas.cli", *argv[1:], "--quiet"], env=env, check=True, timeout=600)
     assert (out / "history.jsonl").read_bytes() == (finished / "history.jsonl").read_bytes()
+
+
+class _InterruptedWhileCollected:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)  # its KeyboardInterrupt is raised here, where Python only prints it
+
+
+def test_a_ctrl_c_that_python_drops_in_a_destructor_is_raised_at_the_next_check(monkeypatch):
+    dropped = []
+    monkeypatch.setattr(sys, "unraisablehook", dropped.append)
+    with interrupts.remembered():
+        obj = _InterruptedWhileCollected()
+        del obj
+        assert [type(d.exc_value) for d in dropped] == [KeyboardInterrupt], "dropped, as in JAX's gc callback"
+        with pytest.raises(KeyboardInterrupt):
+            interrupts.check()
+    interrupts.check()  # outside, nothing is remembered
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
