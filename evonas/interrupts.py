@@ -3,11 +3,13 @@
 Python turns SIGINT into a KeyboardInterrupt wherever the main thread happens to be. When that is inside a
 garbage-collection callback or a `__del__` (JAX runs one at every collection), Python prints "Exception ignored"
 and drops it, and the search would run on to the end. Inside `remembered()`, a SIGINT still raises at once, and is
-also remembered, so that `check()` at the search's next safe point (a generation's start) raises it again.
+also remembered, so that `check()` at the search's next safe point (a generation's start) raises it again; the
+dropped one is not printed, since it is not lost.
 """
 
 import contextlib
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -28,11 +30,18 @@ def remembered() -> Iterator[None]:
         yield
         return
     _pending = False
-    previous = signal.signal(signal.SIGINT, _on_sigint)
+    previous, previous_hook = signal.signal(signal.SIGINT, _on_sigint), sys.unraisablehook
+
+    def hook(unraisable):  # a dropped Ctrl-C is raised again by `check`, so its traceback would only confuse
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+            previous_hook(unraisable)
+
+    sys.unraisablehook = hook
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+        sys.unraisablehook = previous_hook
         _pending = False
 
 
