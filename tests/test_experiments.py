@@ -234,10 +234,16 @@ def test_hurdles_study_counts_the_steps_spent_until_the_plain_best_is_reached():
     assert hurdles_study.best_so_far_by_generation(plain, 10) == [(10, 0.5)]
 
 
-def test_mr_budget_runs_what_a_user_runs_with_no_setting_but_the_budget():
-    mr_budget = load_experiment("mr_budget")
-    imports, searches, retrains = mr_budget.commands(Path("/w"), 10.0)
-    assert imports[:3] == ["evonas", "data", "import"] and "--encoding" in imports and "cp1252" in imports
-    assert searches == ["evonas", "search", "--dataset", "mr", "--data-dir", "/w/tfds", "--budget", "10", "--out",
+@pytest.mark.parametrize("dataset", ["mr", "sst2"])
+def test_budget_run_runs_what_a_user_runs_with_no_setting_but_the_budget(dataset):
+    budget_run = load_experiment("budget_run")
+    imports, searches, retrains = budget_run.commands(dataset, Path("/w"), 10.0)
+    assert imports[:5] == ["evonas", "data", "import", "--name", dataset]
+    assert ("cp1252" in imports) == (dataset == "mr") and ("--test" in imports) == (dataset == "sst2")
+    assert searches == ["evonas", "search", "--dataset", dataset, "--data-dir", "/w/tfds", "--budget", "10", "--out",
                         "/w/run", "--overwrite", "--quiet"]
     assert retrains == ["evonas", "retrain", "/w/run", "--quiet"]
+    if not budget_run.SHARED.is_dir():
+        pytest.skip(f"{budget_run.SHARED} is absent: the data files the commands name are not checked")
+    files = [Path(a.split("=")[-1]) for a, before in zip(imports[1:], imports) if before in ("--train", "--test")]
+    assert files and all(f.is_file() for f in files), files

@@ -1,7 +1,13 @@
-"""MR with evonas's real-text defaults and a wall-clock budget: import, `search --budget`, `retrain`, as a user runs them.
+"""MR or SST-2 with evonas's real-text defaults and a wall-clock budget: import, `search --budget`, `retrain`, as a
+user runs them.
 
-Command (about MINUTES + 10 minutes on a 2-core CPU):
-    python experiments/mr_budget.py --minutes 10 --work /tmp/mr-budget --out experiments/results/mr_budget10.json
+Commands (each about MINUTES + 10 minutes on a 2-core CPU):
+    python experiments/budget_run.py --dataset mr --minutes 30 --work /tmp/mr-budget \
+        --out experiments/results/mr_budget30.json
+    python experiments/budget_run.py --dataset sst2 --minutes 30 --work /tmp/sst2-budget \
+        --out experiments/results/sst2_budget30.json
+
+MR's test split is the 10% of each class that `evonas data import` carves; SST-2's is GLUE's dev set.
 
 Writes the three commands, their wall times, the load average around each (the machine may be shared), the
 search's summary (its budget decision included) and retrain's results.json.
@@ -15,16 +21,20 @@ import sys
 import time
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "mr"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+IMPORTS = {  # `evonas data import`'s options after --name and --data-dir
+    "mr": ["--format", "lines", "--encoding", "cp1252", "--train", f"neg={SHARED / 'mr' / 'rt-polarity.neg'}",
+           "--train", f"pos={SHARED / 'mr' / 'rt-polarity.pos'}"],
+    "sst2": ["--format", "tsv", "--text-column", "sentence", "--label-column", "label",
+             "--train", str(SHARED / "sst2" / "train.tsv"), "--test", str(SHARED / "sst2" / "dev.tsv")],
+}
 
 
-def commands(work: Path, minutes: float) -> list[list[str]]:
+def commands(dataset: str, work: Path, minutes: float) -> list[list[str]]:
     data_dir, run = work / "tfds", work / "run"
     return [
-        ["evonas", "data", "import", "--name", "mr", "--data-dir", str(data_dir), "--format", "lines",
-         "--encoding", "cp1252", "--train", f"neg={SHARED / 'rt-polarity.neg'}",
-         "--train", f"pos={SHARED / 'rt-polarity.pos'}", "--overwrite"],
-        ["evonas", "search", "--dataset", "mr", "--data-dir", str(data_dir), "--budget", f"{minutes:g}",
+        ["evonas", "data", "import", "--name", dataset, "--data-dir", str(data_dir), *IMPORTS[dataset], "--overwrite"],
+        ["evonas", "search", "--dataset", dataset, "--data-dir", str(data_dir), "--budget", f"{minutes:g}",
          "--out", str(run), "--overwrite", "--quiet"],
         ["evonas", "retrain", str(run), "--quiet"],
     ]
@@ -40,13 +50,14 @@ def run(command: list[str]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", choices=sorted(IMPORTS), default="mr")
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--work", type=Path, default=Path("/tmp/mr-budget"))
     parser.add_argument("--out", type=Path, default=Path("experiments/results/mr_budget10.json"))
     args = parser.parse_args()
-    steps = [run(command) for command in commands(args.work, args.minutes)]
+    steps = [run(command) for command in commands(args.dataset, args.work, args.minutes)]
     config = json.loads((args.work / "run" / "config.json").read_text())["config"]
-    results = {"steps": steps, "cpus": os.cpu_count(),
+    results = {"dataset": args.dataset, "steps": steps, "cpus": os.cpu_count(),
                "config": {k: config[k] for k in ("epochs", "steps", "batch_size", "max_length", "num_children",
                                                  "children_per_generation", "budget_minutes", "space")},
                "summary": json.loads((args.work / "run" / "summary.json").read_text()),
