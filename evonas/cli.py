@@ -72,7 +72,7 @@ def _retrain_parser(subparsers):
     parser.add_argument("--steps", type=int, help="training steps per member (default: those of --epochs where the "
                         "search had epochs, else 4 x the search's steps)")
     parser.add_argument("--epochs", type=float, help="passes over the training data that set the steps, rounded up to "
-                        "a multiple of 25 (default: 4 x the search's epochs, where it had them)")
+                        "a multiple of 25 (default: 12 x the search's epochs, where it had them)")
     parser.add_argument("--with-validation", action="store_true", help="train on train + validation; the search's "
                         "best genome and its first seed are then exported")
     parser.add_argument("--warmup-fraction", type=float, default=0.05, help="share of the steps over which the "

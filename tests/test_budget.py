@@ -168,4 +168,4 @@ def test_budget_run_records_its_decision_and_resumes_to_the_same_history(tmp_pat
 
     assert main(["retrain", str(tmp_path / "whole"), "--seeds", "1", "--quiet"]) == 0
     results = json.loads((tmp_path / "whole" / "retrain" / "results.json").read_text())
-    assert (results["epochs"], results["steps"]) == (4.0, 25)  # 4 x the search's epoch of 32 examples: 4 steps
+    assert (results["epochs"], results["steps"]) == (12.0, 25)  # 12 x the search's epoch of 32 examples: 12 steps
