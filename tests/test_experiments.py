@@ -247,3 +247,13 @@ def test_budget_run_runs_what_a_user_runs_with_no_setting_but_the_budget(dataset
         pytest.skip(f"{budget_run.SHARED} is absent: the data files the commands name are not checked")
     files = [Path(a.split("=")[-1]) for a, before in zip(imports[1:], imports) if before in ("--train", "--test")]
     assert files and all(f.is_file() for f in files), files
+
+
+def test_retrain_length_candidates_are_distinct_genomes_of_its_space_in_fitness_order():
+    retrain_length = load_experiment("retrain_length")
+    records = [json.loads(line) for line in retrain_length.history_lines()]
+    genomes = [tuple(r["genome"]) for r in records]
+    assert len(set(genomes)) == len(retrain_length.CANDIDATES)
+    assert [r["fitness"] for r in records] == sorted((r["fitness"] for r in records), reverse=True)
+    kim = Architecture.from_genome(retrain_length.SPACE, np.array(genomes[0]))
+    assert ([b.op for b in kim.blocks], kim.width, kim.dropout, kim.pooling) == (["conv3"], 128, 0.5, "max")
