@@ -73,6 +73,14 @@ def derived(explicit: dict[str, Any], num_train: int, length: int | None) -> dic
     return values
 
 
+def before_data(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` to check before the data is read: without the hurdles when the data will set the steps, since
+    they must be below the derived steps, not below the default's 150."""
+    if "steps" in values or values.get("dataset") is None and values.get("epochs") is None:
+        return values
+    return {name: value for name, value in values.items() if name != "hurdle_steps"}
+
+
 def resolve_values(values: dict[str, Any]) -> dict[str, Any]:
     """`values` (the user's options) with what the data and `--budget` decide for the rest; loads the data.
 
@@ -93,7 +101,7 @@ def resolve_values(values: dict[str, Any]) -> dict[str, Any]:
         return resolved
     from evonas.search import load_task
 
-    config = SearchConfig(**resolved)
+    config = SearchConfig(**before_data(resolved))
     logger = logging.getLogger("evonas")
     level = logger.level
     logger.setLevel(logging.WARNING)  # the search loads the data again, and logs its splits then

@@ -244,7 +244,7 @@ def _data_import(args) -> int:
 
 def _search(args) -> int:
     from evonas import run_dir as run_dirs
-    from evonas.budget import resolve_values
+    from evonas.budget import before_data, resolve_values
     from evonas.options import SearchConfig, command_line_values, read_config_file
     from evonas.search import config_conflicts, load_run_config, run_search
 
@@ -264,7 +264,7 @@ def _search(args) -> int:
             print(f"{out.resolve()} already finished; nothing to resume (its summary.json is unchanged)")
             return 0
     else:
-        SearchConfig(**values)  # every option's own checks, before the data loads
+        SearchConfig(**before_data(values))  # every option's own checks, before the data loads
         run_dirs.check_new(out, args.overwrite)
         config = SearchConfig(**resolve_values(values))  # what the data and --budget decide for the options not given
     _check_hosts(args)

@@ -72,6 +72,20 @@ def test_ablate_cells_resolve_as_the_search_command_does():
     assert (three_epochs.steps, three_epochs.epochs) == (25, 3.0)
 
 
+def test_hurdles_are_checked_against_the_steps_the_data_sets_not_the_default_150():
+    from evonas.options import SearchConfig
+
+    listops = {"num_train": 6400, "num_validation": 10, "num_test": 10, "max_length": 12}
+    values = {"epochs": 1.0, "listops": listops, "hurdle_steps": [175]}  # 6,400 / 32: 200 steps
+    with pytest.raises(ConfigError, match="must be below"):
+        SearchConfig(**values)  # against the default 150: what the check before the data must not do
+    SearchConfig(**budget.before_data(values))
+    assert SearchConfig(**budget.resolve_values(values)).hurdle_steps == (175,)
+    with pytest.raises(ConfigError, match=r"--hurdle-steps \(200\) must be below --steps \(200\)"):
+        SearchConfig(**budget.resolve_values(values | {"hurdle_steps": [200]}))
+    assert budget.before_data({"steps": 100, "hurdle_steps": [175]}) == {"steps": 100, "hurdle_steps": [175]}
+
+
 def test_steps_and_epochs_together_are_refused():
     with pytest.raises(ConfigError, match="give --steps or --epochs, not both"):
         budget.resolve_values({"steps": 10, "epochs": 1.0})
