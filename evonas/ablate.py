@@ -6,7 +6,9 @@ The config module declares two functions (evonas.config_files loads them; ARG is
 - `get_ablation(arg=None)`: `{"grid": {option: [values, ...], ...}, "seeds": [0, 1, ...], "metric": ...}`.
   The cells are every combination of the grid's values (the first option varies slowest); the first cell
   (each option's first value) is the reference the others are tested against. `metric` is a number of
-  summary.json, `best_val_accuracy` by default.
+  summary.json, `best_val_accuracy` by default. Instead of a grid, `"cells": [{option: value, ...}, ...]`
+  lists the cells themselves, e.g. a plain search, each component alone, and all together: an option a cell
+  leaves out takes the base config's value (or its default).
 
 Each run is `run_search` into OUT/CELL/seedN, where CELL names the settings (`strategy=random,crossover_rate=0`;
 a list or dict value is named by its index in the grid). Runs go seed by seed, every cell for a seed before the
@@ -38,7 +40,7 @@ from evonas.options import SearchConfig, check_config_values
 
 METRICS = ("best_val_accuracy", "first_generation_median_val_accuracy", "best_params", "diverged", "compilations",
            "wall_seconds", "train_steps")  # the numbers of summary.json a table may compare
-ABLATION_KEYS = {"grid", "seeds", "metric"}
+ABLATION_KEYS = {"grid", "cells", "seeds", "metric"}
 logger = logging.getLogger(__name__)
 
 
@@ -50,9 +52,12 @@ class Ablation:
     grid: dict[str, list[Any]]  # option -> the values it takes; {} is a single cell, the base
     seeds: list[int]
     metric: str = "best_val_accuracy"
+    listed: list[dict[str, Any]] | None = None  # get_ablation()'s "cells", each with every option of the grid
 
     def cells(self) -> list[dict[str, Any]]:
-        """Every combination of the grid's values, option -> value, the first option varying slowest."""
+        """The listed cells, or every combination of the grid's values (the first option varying slowest)."""
+        if self.listed is not None:
+            return [dict(cell) for cell in self.listed]
         return [dict(zip(self.grid, values)) for values in itertools.product(*self.grid.values())]
 
     def cell_name(self, cell: dict[str, Any]) -> str:
@@ -89,8 +94,12 @@ def load_ablation(spec: str) -> Ablation:
     declared = load_python_config(spec, "get_ablation", label="CONFIG")
     if unknown := sorted(set(declared) - ABLATION_KEYS):
         raise ConfigError(f"{where}: get_ablation() has unknown keys {unknown}; known are {sorted(ABLATION_KEYS)}")
-    ablation = Ablation(base, _grid(declared.get("grid", {}), where), _seeds(declared.get("seeds"), where),
-                        declared.get("metric", "best_val_accuracy"))
+    if "grid" in declared and "cells" in declared:
+        raise ConfigError(f"{where}: get_ablation() gives both 'grid' and 'cells'; give one of them")
+    listed = _cells(declared["cells"], base, where) if "cells" in declared else None
+    grid = _grid(declared.get("grid", {}), where) if listed is None else _columns(listed)
+    ablation = Ablation(base, grid, _seeds(declared.get("seeds"), where), declared.get("metric", "best_val_accuracy"),
+                        listed)
     if ablation.metric not in METRICS:
         raise ConfigError(f"{where}: metric must be one of {', '.join(map(repr, METRICS))}, got {ablation.metric!r}")
     for cell in ablation.cells():
@@ -108,15 +117,45 @@ def _grid(grid: Any, where: str) -> dict[str, list[Any]]:
         raise ConfigError(f"{where}: grid cannot vary 'seed'; the seeds are get_ablation()'s 'seeds'")
     checked = {}
     for name, values in grid.items():
-        if name not in SearchConfig.OPTIONS:
-            raise ConfigError(f"{where}: grid option {name!r} is not a config key; known keys are "
-                              f"{sorted(SearchConfig.OPTIONS)}")
+        _check_option(name, f"{where}: grid option")
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{where}: grid {name} must be a non-empty list of values, got {values!r}")
         checked[name] = [SearchConfig.OPTIONS[name].check(value, f"{where}: grid {name}") for value in values]
         if len({json.dumps(value, sort_keys=True) for value in checked[name]}) < len(values):
             raise ConfigError(f"{where}: grid {name} repeats a value: {values!r}")
     return checked
+
+
+def _check_option(name: str, where: str) -> None:
+    if name not in SearchConfig.OPTIONS:
+        raise ConfigError(f"{where} {name!r} is not a config key; known keys are {sorted(SearchConfig.OPTIONS)}")
+
+
+def _cells(cells: Any, base: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    """The listed cells checked, each given every option that any cell sets (the base's value, or the default)."""
+    if not isinstance(cells, list) or not cells or not all(isinstance(cell, dict) for cell in cells):
+        raise ConfigError(f"{where}: cells must be a non-empty list of dicts of option -> value, got {cells!r}")
+    names = list(dict.fromkeys(name for cell in cells for name in cell))
+    if "seed" in names:
+        raise ConfigError(f"{where}: cells cannot set 'seed'; the seeds are get_ablation()'s 'seeds'")
+    for name in names:
+        _check_option(name, f"{where}: cells option")
+    defaults = {name: getattr(SearchConfig(), name) for name in names if name not in base}
+    checked = [{name: SearchConfig.OPTIONS[name].check(cell[name], f"{where}: cells {name}") if name in cell
+                else {**defaults, **base}[name] for name in names} for cell in cells]
+    if len({json.dumps(cell, sort_keys=True) for cell in checked}) < len(checked):
+        raise ConfigError(f"{where}: cells repeat a cell: {cells!r}")
+    return checked
+
+
+def _columns(cells: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Each option's distinct values over the cells, in order: the table's columns and the cells' names."""
+    columns: dict[str, list[Any]] = {name: [] for name in cells[0]}
+    for cell in cells:
+        for name, value in cell.items():
+            if value not in columns[name]:
+                columns[name].append(value)
+    return columns
 
 
 def _seeds(seeds: Any, where: str) -> list[int]:
@@ -153,7 +192,7 @@ def run_ablation(ablation: Ablation, out: str | Path, progress: bool = False, re
         logger.info(f"[{n}/{len(cells) * len(ablation.seeds)}] {path}: {status}, {ablation.metric} {value}")
     rows = table_rows(ablation, summaries)
     results = {"base": ablation.base, "grid": ablation.grid, "seeds": ablation.seeds, "metric": ablation.metric,
-               "rows": rows, "executed": executed,
+               **({} if ablation.listed is None else {"cells": ablation.listed}), "rows": rows, "executed": executed,
                "load_average": {"start": list(load_before), "end": list(os.getloadavg())}}
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -13,6 +13,7 @@ from scipy import stats
 from evonas import checkpoint
 from evonas.ablate import Ablation, csv_table, load_ablation, markdown_table, table_rows
 from evonas.cli import main
+from evonas.errors import ConfigError
 from evonas.search import SearchConfig, run_search
 
 EVOLUTION_VS_RANDOM = Path(__file__).resolve().parents[1] / "experiments" / "configs" / "evolution_vs_random.py"
@@ -44,6 +45,36 @@ def test_config_module_declares_the_base_grid_and_seeds_checked_like_options(tmp
 
 def summary(value, seconds=10.0):
     return {"best_val_accuracy": value, "wall_seconds": seconds}
+
+
+def test_listed_cells_fill_what_they_leave_out_from_the_base_and_the_defaults(tmp_path):
+    (tmp_path / "parts.py").write_text(
+        "def get_config(arg=None):\n    return {'steps': 100, 'predictor_pool': 2}\n\n"
+        "def get_ablation(arg=None):\n    return {'cells': [{}, {'hurdle_steps': [25, 75]}, {'inherit': True},\n"
+        "        {'hurdle_steps': 50, 'inherit': True, 'predictor_pool': 4}], 'seeds': [0, 1]}\n")
+    ablation = load_ablation(str(tmp_path / "parts.py"))
+    assert ablation.cells() == [
+        {"hurdle_steps": None, "inherit": False, "predictor_pool": 2},  # the default, the default, the base's
+        {"hurdle_steps": (25, 75), "inherit": False, "predictor_pool": 2},
+        {"hurdle_steps": None, "inherit": True, "predictor_pool": 2},
+        {"hurdle_steps": (50,), "inherit": True, "predictor_pool": 4}]
+    assert ablation.grid == {"hurdle_steps": [None, (25, 75), (50,)], "inherit": [False, True], "predictor_pool": [2, 4]}
+    assert [ablation.cell_name(c) for c in ablation.cells()] == [
+        "hurdle_steps=None,inherit=False,predictor_pool=2", "hurdle_steps=1,inherit=False,predictor_pool=2",
+        "hurdle_steps=None,inherit=True,predictor_pool=2", "hurdle_steps=2,inherit=True,predictor_pool=4"]
+    assert ablation.config(ablation.cells()[3], seed=1).hurdle_steps == (50,)
+
+    for cells, error in [("[{}, {}]", "cells repeat a cell"), ("[{'seed': 1}]", "cells cannot set 'seed'"),
+                         ("[{'inheritt': True}]", "cells option 'inheritt' is not a config key"),
+                         ("[{'inherit': 2}]", "cells inherit must be true or false, got 2"), ("{}", "non-empty list")]:
+        (tmp_path / "bad.py").write_text(f"def get_config(arg=None):\n    return {{}}\n\n"
+                                         f"def get_ablation(arg=None):\n    return {{'cells': {cells}, 'seeds': [0]}}\n")
+        with pytest.raises(ConfigError, match=error):
+            load_ablation(str(tmp_path / "bad.py"))
+    (tmp_path / "both.py").write_text("def get_config(arg=None):\n    return {}\n\ndef get_ablation(arg=None):\n"
+                                      "    return {'cells': [{}], 'grid': {'inherit': [True]}, 'seeds': [0]}\n")
+    with pytest.raises(ConfigError, match="gives both 'grid' and 'cells'"):
+        load_ablation(str(tmp_path / "both.py"))
 
 
 def test_table_gives_mean_sd_and_a_paired_t_test_against_the_first_row_leaving_out_diverged_runs():
