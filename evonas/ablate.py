@@ -140,9 +140,10 @@ def _cells(cells: Any, base: dict[str, Any], where: str) -> list[dict[str, Any]]
         raise ConfigError(f"{where}: cells cannot set 'seed'; the seeds are get_ablation()'s 'seeds'")
     for name in names:
         _check_option(name, f"{where}: cells option")
-    defaults = {name: getattr(SearchConfig(), name) for name in names if name not in base}
+    default = SearchConfig()
+    unset = {name: base[name] if name in base else getattr(default, name) for name in names}
     checked = [{name: SearchConfig.OPTIONS[name].check(cell[name], f"{where}: cells {name}") if name in cell
-                else {**defaults, **base}[name] for name in names} for cell in cells]
+                else unset[name] for name in names} for cell in cells]
     if len({json.dumps(cell, sort_keys=True) for cell in checked}) < len(checked):
         raise ConfigError(f"{where}: cells repeat a cell: {cells!r}")
     return checked
