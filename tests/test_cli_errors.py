@@ -251,7 +251,7 @@ ABLATE = [
     (["raises.py"], "CONFIG raises.py: get_config() raised ZeroDivisionError"),
     (["typo.py"], "CONFIG typo.py: unknown config keys ['populaton']"),
     (["no_ablation.py"], "CONFIG no_ablation.py has no get_ablation() function"),
-    (["ablate_keys.py"], "get_ablation() has unknown keys ['grids']; known are ['grid', 'metric', 'seeds']"),
+    (["ablate_keys.py"], "get_ablation() has unknown keys ['grids']; known are ['cells', 'grid', 'metric', 'seeds']"),
     (["ablate_grid_key.py"], "CONFIG ablate_grid_key.py: grid option 'strategyy' is not a config key"),
     (["ablate_grid_value.py"], "grid crossover_rate must be a number from 0 to 1, got 2"),
     (["ablate_grid_list.py"], "grid strategy must be a non-empty list of values, got 'random'"),
