@@ -78,11 +78,14 @@ def derived(explicit: dict[str, Any], num_train: int, length: int | None) -> dic
 
 
 def before_data(values: dict[str, Any]) -> dict[str, Any]:
-    """`values` to check before the data is read: without the hurdles when the data will set the steps, since
-    they must be below the derived steps, not below the default's 150."""
+    """`values` to check before the data is read. When the data will set the steps, every check runs against the
+    largest steps allowed, not the default's 150: the hurdles must be below the derived steps, which the config
+    made after the data checks."""
     if "steps" in values or values.get("dataset") is None and values.get("epochs") is None:
         return values
-    return {name: value for name, value in values.items() if name != "hurdle_steps"}
+    from evonas.options import SearchConfig
+
+    return values | {"steps": int(SearchConfig.OPTIONS["steps"].high)}
 
 
 def resolve_values(values: dict[str, Any]) -> dict[str, Any]:

@@ -84,6 +84,10 @@ def test_hurdles_are_checked_against_the_steps_the_data_sets_not_the_default_150
     with pytest.raises(ConfigError, match=r"--hurdle-steps \(200\) must be below --steps \(200\)"):
         SearchConfig(**budget.resolve_values(values | {"hurdle_steps": [200]}))
     assert budget.before_data({"steps": 100, "hurdle_steps": [175]}) == {"steps": 100, "hurdle_steps": [175]}
+    with_quantile = values | {"hurdle_quantile": 0.75}  # the hurdles' other checks still see them before the data
+    assert SearchConfig(**budget.before_data(with_quantile)).hurdle_quantile == 0.75
+    with pytest.raises(ConfigError, match="must increase"):
+        SearchConfig(**budget.before_data(values | {"hurdle_steps": [175, 100]}))
 
 
 def test_steps_and_epochs_together_are_refused():
