@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from evonas.retrain import retrain
+from evonas import retrain as retrain_lib
+from evonas import run_dir
 from evonas.space import text_classifier_space
 
 SPACE = text_classifier_space(max_blocks=2, widths=(32, 64, 128), dropouts=(0.0, 0.2, 0.5))
@@ -39,7 +40,8 @@ CANDIDATES = [
     {"block0_op": "conv3", "width": 128, "dropout": 0.5, "pooling": "max", "learning_rate": 0.003,
      "weight_decay": 0.0001},
 ]
-RUN_FILES = ("config.json", "tokenizer.json", "task.json", "summary.json")
+# What retrain reads of a run, but the history (the candidates' own), and summary.json, which marks it finished.
+RUN_FILES = (*(name for name in retrain_lib.RUN_FILES if name != "history.jsonl"), run_dir.SUMMARY)
 
 
 def history_lines(space=SPACE, candidates=CANDIDATES) -> list[str]:
@@ -72,7 +74,7 @@ def main() -> None:
     rows = []
     for epochs in args.epochs:
         start = time.perf_counter()
-        results = retrain(candidates_run(args.run, args.work / f"epochs{epochs:g}"), top_k=len(CANDIDATES),
+        results = retrain_lib.retrain(candidates_run(args.run, args.work / f"epochs{epochs:g}"), top_k=len(CANDIDATES),
                           num_seeds=args.seeds, epochs=epochs, progress=False).results
         genomes = [{"candidate": c, "validation_accuracies": g["validation_accuracies"],
                     "test_accuracies": g["test_accuracies"], "best_steps": g["best_steps"]}
