@@ -112,7 +112,7 @@ def test_decision_waits_for_a_generation_that_compiled_nothing():
     late = decide(undecided, 10.0, 0, 300.0, 400.0, compiled=True)
     assert (late.generations, late.decided_after) == (1, 0)  # the next would end at 700 s > 600
     fitted = decide(undecided, 10.0, 1, 20.0, 140.0, compiled=False)
-    assert (fitted.generations, fitted.decided_after, fitted.generation_seconds) == (2 + 20, 1, 20.0)  # 460 / 22
+    assert (fitted.generations, fitted.decided_after, fitted.generation_seconds) == (2 + 18, 1, 20.0)  # 460 / 25
     assert decide(fitted, 10.0, 5, 1.0, 150.0, compiled=False) == fitted, "a decision is never taken back"
     assert decide(undecided, None, 1, 20.0, 140.0, compiled=False) == undecided, "no budget decides nothing"
 
@@ -147,7 +147,7 @@ def test_budget_run_records_its_decision_and_resumes_to_the_same_history(tmp_pat
     monkeypatch.setattr(search, "clock", _ticking_clock(10.0))  # each generation reads it 3 times: 10 s apart
     assert main([*args, "--out", str(tmp_path / "whole")]) == 0
     whole = json.loads((tmp_path / "whole" / "summary.json").read_text())
-    # Generation 0 compiled; generation 1 (10 s) ended 50 s in: 3 more, planned at 11 s, fit in the 40 s left.
+    # Generation 0 compiled; generation 1 (10 s) ended 50 s in: 3 more, planned at 12.5 s, fit in the 40 s left.
     assert whole["budget"] == {"minutes": 1.5, "generations": 5, "decided_after_generation": 1,
                                "generation_seconds": 10.0, "elapsed_seconds": 50.0}
     assert (whole["generations"], whole["children"]) == (5, 10)
