@@ -24,9 +24,10 @@ def _on_sigint(signum, frame):
 
 @contextlib.contextmanager
 def remembered() -> Iterator[None]:
-    """SIGINT handling for the body: raise now, and remember for `check` (only in the main thread)."""
+    """SIGINT handling for the body: raise now, and remember for `check` (only in the main thread, and only where
+    SIGINT is not ignored: a search started under `nohup`, or as a script's background job, keeps ignoring it)."""
     global _pending
-    if threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         yield
         return
     _pending = False

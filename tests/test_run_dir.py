@@ -113,8 +113,9 @@ def test_overwrite_replaces_a_finished_run_whole(finished, config_file, tmp_path
 @pytest.mark.slow
 def test_ctrl_c_names_the_resume_command_which_finishes_the_run(finished, env, config_file, tmp_path):
     out = tmp_path / "run"
-    search = subprocess.Popen([sys.executable, "-m", "evonas.cli", "search", "--config", str(config_file), "--out",
-                               str(out), "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    search = subprocess.Popen([sys.executable, "-c", _CTRL_C_AS_IN_A_TERMINAL, "search", "--config", str(config_file),
+                               "--out", str(out), "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
     while not (out / "checkpoints" / "1").is_dir() and search.poll() is None:
         time.sleep(0.02)
     search.send_signal(signal.SIGINT)
@@ -130,12 +131,25 @@ def test_ctrl_c_names_the_resume_command_which_finishes_the_run(finished, env, c
     assert (out / "history.jsonl").read_bytes() == (finished / "history.jsonl").read_bytes()
 
 
+# `evonas` with Python's own SIGINT handler, as a command typed in a terminal has it (a test runner started in the
+# background passes SIGINT on ignored, and a search keeps ignoring it).
+_CTRL_C_AS_IN_A_TERMINAL = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                            "from evonas.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
+@pytest.fixture
+def default_sigint():
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own, as in a terminal
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 class _InterruptedWhileCollected:
     def __del__(self):
         os.kill(os.getpid(), signal.SIGINT)  # its KeyboardInterrupt is raised here, where Python only prints it
 
 
-def test_a_ctrl_c_that_python_drops_in_a_destructor_is_raised_at_the_next_check(monkeypatch):
+def test_a_ctrl_c_that_python_drops_in_a_destructor_is_raised_at_the_next_check(monkeypatch, default_sigint):
     printed = []
     monkeypatch.setattr(sys, "unraisablehook", printed.append)  # where Python reports what it drops
     with interrupts.remembered():
@@ -152,3 +166,14 @@ def test_a_ctrl_c_that_python_drops_in_a_destructor_is_raised_at_the_next_check(
     del obj
     assert [type(p.exc_value) for p in printed] == [KeyboardInterrupt]
     interrupts.check()
+
+
+def test_ctrl_c_ignored_before_stays_ignored():
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as under nohup, or in a script's background job
+    try:
+        with interrupts.remembered():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            interrupts.check()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
