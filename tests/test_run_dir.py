@@ -1,5 +1,6 @@
 """A user's runs are never lost: checks before writes, no silent overwrite, a clean Ctrl-C."""
 
+import contextlib
 import json
 import os
 import shlex
@@ -110,6 +111,22 @@ def test_overwrite_replaces_a_finished_run_whole(finished, config_file, tmp_path
     assert json.loads((out / "summary.json").read_text())["children"] == 4
 
 
+# `evonas` with Python's own SIGINT handler, as a command typed in a terminal has it (a test runner started in the
+# background passes SIGINT on ignored, and a search keeps ignoring it).
+_CTRL_C_AS_IN_A_TERMINAL = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                            "from evonas.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
+@contextlib.contextmanager
+def _sigint(handler):
+    """SIGINT handled by `handler` inside, whatever the test runner was started with; restored after."""
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.slow
 def test_ctrl_c_names_the_resume_command_which_finishes_the_run(finished, env, config_file, tmp_path):
     out = tmp_path / "run"
@@ -131,25 +148,13 @@ def test_ctrl_c_names_the_resume_command_which_finishes_the_run(finished, env, c
     assert (out / "history.jsonl").read_bytes() == (finished / "history.jsonl").read_bytes()
 
 
-# `evonas` with Python's own SIGINT handler, as a command typed in a terminal has it (a test runner started in the
-# background passes SIGINT on ignored, and a search keeps ignoring it).
-_CTRL_C_AS_IN_A_TERMINAL = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-                            "from evonas.cli import main; sys.exit(main(sys.argv[1:]))")
-
-
-@pytest.fixture
-def default_sigint():
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own, as in a terminal
-    yield
-    signal.signal(signal.SIGINT, previous)
-
-
 class _InterruptedWhileCollected:
     def __del__(self):
         os.kill(os.getpid(), signal.SIGINT)  # its KeyboardInterrupt is raised here, where Python only prints it
 
 
-def test_a_ctrl_c_that_python_drops_in_a_destructor_is_raised_at_the_next_check(monkeypatch, default_sigint):
+@_sigint(signal.default_int_handler)  # Python's own, as in a terminal
+def test_a_ctrl_c_that_python_drops_in_a_destructor_is_raised_at_the_next_check(monkeypatch):
     printed = []
     monkeypatch.setattr(sys, "unraisablehook", printed.append)  # where Python reports what it drops
     with interrupts.remembered():
@@ -168,12 +173,9 @@ def test_a_ctrl_c_that_python_drops_in_a_destructor_is_raised_at_the_next_check(
     interrupts.check()
 
 
+@_sigint(signal.SIG_IGN)  # as under nohup, or in a script's background job
 def test_ctrl_c_ignored_before_stays_ignored():
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as under nohup, or in a script's background job
-    try:
-        with interrupts.remembered():
-            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-            interrupts.check()
+    with interrupts.remembered():
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-    finally:
-        signal.signal(signal.SIGINT, previous)
+        interrupts.check()
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
