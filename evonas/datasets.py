@@ -9,7 +9,8 @@ tensorflow-datasets retries for minutes, so a dataset that is not prepared is on
 
 Splits (`assign_splits`): fitness reads validation and only final evaluation reads test. A test split
 that is absent or has no labels (GLUE's) is replaced by validation, and a missing validation split
-is carved from train: stratified by class, `CARVE_FRACTION` of each class, drawn with the task seed.
+is carved from train: stratified by class, `CARVE_FRACTION` of each class, drawn with the task seed, and
+whole sentences only, so that a phrase-level train set (SST-2's) validates on no sentence it trained on in part.
 """
 
 import contextlib
@@ -25,6 +26,7 @@ import tensorflow_datasets as tfds
 import tensorflow_datasets.text  # registers the catalog's text builders (glue, ...), lazy in tfds
 from tensorflow_datasets.core import constants
 
+from evonas import phrases
 from evonas import text as text_lib
 from evonas.data import DatasetError, TextSplit, TextTask
 
@@ -298,17 +300,28 @@ def _drop_unlabelled(examples: Examples, split: str) -> Examples:
 
 
 def carve(examples: Examples, fraction: float, rng: np.random.Generator) -> tuple[Examples, Examples]:
-    """(rest, carved): `fraction` of each class (at least one of any class with two or more), drawn by rng."""
+    """(rest, carved): `fraction` of each class (at least one of any class with two or more), drawn by rng.
+
+    Lines are carved by sentence group (`phrases.sentence_groups`), stratified by the class of the group's head:
+    a carved group gives its head, the whole sentence, to the carved split, and its phrases to neither split, so
+    nothing carved was trained on in part. Where no line holds another, every group is one line, and the carve
+    is the same line by line.
+    """
     labels = examples[1]
+    head = phrases.sentence_groups(examples[0])
+    heads = np.flatnonzero(head == np.arange(len(labels)))
     carved = []
-    for label in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == label))
+    for label in np.unique(labels[heads]):
+        members = rng.permutation(heads[labels[heads] == label])
         count = max(1, int(fraction * len(members) + 0.5)) if len(members) > 1 else 0  # halves round up
         carved.append(members[:count])
     carved_indices = np.sort(np.concatenate(carved))
     if carved_indices.size == 0:
         raise DatasetError(f"train holds too few examples ({len(labels)}) to carve a split from it")
-    rest = np.setdiff1d(np.arange(len(labels)), carved_indices)
+    in_carved_group = np.isin(head, carved_indices)
+    rest = np.flatnonzero(~in_carved_group)
+    if dropped := int(in_carved_group.sum()) - carved_indices.size:
+        logger.info("carving whole sentences left out %d of their phrases, which no split keeps", dropped)
     return _take(examples, rest), _take(examples, carved_indices)
 
 

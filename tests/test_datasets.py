@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from evonas import data, datasets, text
+from evonas import data, datasets, phrases, text
 from evonas.cli import main
 from evonas.data import DatasetError
 from evonas.text_files import import_files, label_names
@@ -222,6 +222,27 @@ def test_carve_is_deterministic_disjoint_and_stratified():
     assert other[0] != carved[0]
 
 
+def test_sentence_groups_map_phrases_and_repeats_to_the_longest_line_that_holds_them():
+    texts = ["a good film", "good", "a  good film indeed ", "film", "good", "bad", "goo", "", "bad"]
+    np.testing.assert_array_equal(phrases.sentence_groups(texts), [2, 2, 2, 2, 2, 5, 6, 7, 5])
+
+
+def test_carve_takes_whole_sentences_and_trains_on_none_of_their_phrases():
+    sentences = [f"film {i} was {'good' if i % 3 else 'bad'} and long" for i in range(60)]
+    texts, labels = [], []
+    for i, sentence in enumerate(sentences):
+        words = sentence.split()
+        for line in [sentence, " ".join(words[:2]), " ".join(words[1:4]), words[1]]:
+            texts.append(line)
+            labels.append(int(i % 3 > 0))
+    rest, carved = datasets.carve((texts, np.asarray(labels, np.int32)), 0.1, np.random.default_rng(3))
+    assert set(carved[0]) <= set(sentences)
+    assert np.bincount(carved[1]).tolist() == [2, 4]  # 10% of the 20 and 40 sentences of each class
+    held = {f" {text} " for text in carved[0]}
+    assert not [text for text in rest[0] if any(f" {text} " in sentence for sentence in held)]
+    assert len(rest[0]) == len(texts) - 4 * len(carved[0])
+
+
 def test_unlabelled_test_split_is_replaced_by_validation():
     train, validation, test = _examples([0, 1] * 20), _examples([0, 1]), _examples([-1] * 4)
     new_train, new_validation, new_test = datasets.assign_splits(
@@ -275,7 +296,7 @@ def test_task_files_give_back_tokenizer_and_label_names(tmp_path):
 
 @pytest.mark.slow
 def test_cli_imports_files_and_searches_the_dataset(tmp_path, capsys):
-    train = _write(tmp_path / "t.tsv", "text\tlabel\n" + "".join(f"w{i % 5} x\t{i % 2}\n" for i in range(40)))
+    train = _write(tmp_path / "t.tsv", "text\tlabel\n" + "".join(f"w{i % 5} x {i}\t{i % 2}\n" for i in range(40)))
     assert main(["data", "import", "--name", "toy", "--data-dir", str(tmp_path / "tfds"), "--train", train,
                  "--format", "tsv", "--text-column", "text", "--label-column", "label"]) == 0
     assert "imported 'toy'" in capsys.readouterr().out
@@ -323,7 +344,7 @@ def test_mr_imports_fully_with_cp1252(tmp_path):
     assert builder.info.splits["train"].num_examples == 10_662
     assert builder.info.features["label"].names == ["neg", "pos"]
     task = datasets.load_text_task("mr", tmp_path)
-    assert (len(task.train), len(task.validation), len(task.test)) == (8636, 960, 1066)
+    assert (len(task.train), len(task.validation), len(task.test)) == (8637, 958, 1065)  # 2 repeated lines go to no split
 
 
 @pytest.mark.slow
