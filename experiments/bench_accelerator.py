@@ -68,6 +68,7 @@ class Plan:
     config: BenchConfig  # the set: space, steps, batch (population_size unused)
     populations: tuple[int, int]  # evonas's P, small and large
     ceiling_population: int
+    ceiling_genomes: int  # how many of the representative genomes (at most 3) get a ceiling phase
     loop_genomes: int
     search: dict[str, Any]  # SearchConfig fields of the end-to-end search
     deadline: float  # seconds for the whole run
@@ -82,14 +83,14 @@ def get_plan(quick: bool, deadline: float | None) -> Plan:
                   "space": {"widths": [16], "max_blocks": 1, "ops": ["conv3", "gated_mlp"]},
                   "listops": {**SEARCH_TASK, "num_train": 256, "num_validation": 64, "num_test": 64}}
         caps = {"evonas": 240, "ceiling": 120, "torch": 120, "scan_loop": 180, "search": 240}  # room for a loaded CI
-        return Plan(config, (4, 8), 4, 2, search, deadline or 1500, caps)
+        return Plan(config, (4, 8), 4, 1, 2, search, deadline or 1500, caps)  # one ceiling: the smoke run's code path
     config = BenchConfig("mid", 1024, steps=50, steps_per_call=10, batch_size=32, space_kwargs=MID_SPACE, min_blocks=2)
     search = {"num_children": 1024, "children_per_generation": 256, "population_size": 256, "sample_size": 64,
               "steps": 50, "batch_size": 32,
               "space": {k: list(v) if isinstance(v, tuple) else v for k, v in MID_SPACE.items()},
               "listops": SEARCH_TASK}
     caps = {"evonas": 110, "ceiling": 50, "torch": 45, "scan_loop": 70, "search": 200}
-    return Plan(config, (256, 1024), 256, 8, search, deadline or 450, caps)
+    return Plan(config, (256, 1024), 256, 3, 8, search, deadline or 450, caps)
 
 
 def representative(space, genomes: np.ndarray) -> list[int]:
@@ -237,7 +238,7 @@ def child(spec_path: str, result_path: str) -> None:
 def phases(plan: Plan, genomes: np.ndarray) -> list[tuple[str, str, dict[str, Any]]]:
     """(name, kind, spec) in priority order."""
     small, large = plan.populations
-    ceiling = representative(plan.config.space(), genomes[:small])
+    ceiling = representative(plan.config.space(), genomes[:small])[:plan.ceiling_genomes]
     loop = genomes[:plan.loop_genomes].tolist()
     return [
         (f"evonas_p{small}", "evonas", {"genomes": genomes[:small].tolist(), "compute_dtype": "float32"}),
