@@ -83,14 +83,16 @@ def get_plan(quick: bool, deadline: float | None) -> Plan:
                   "space": {"widths": [16], "max_blocks": 1, "ops": ["conv3", "gated_mlp"]},
                   "listops": {**SEARCH_TASK, "num_train": 256, "num_validation": 64, "num_test": 64}}
         caps = {"evonas": 240, "ceiling": 120, "torch": 120, "scan_loop": 180, "search": 240}  # room for a loaded CI
-        return Plan(config, (4, 8), 4, 1, 2, search, deadline or 1500, caps)  # one ceiling: the smoke run's code path
+        return Plan(config, populations=(4, 8), ceiling_population=4, ceiling_genomes=1,  # one: the same code path
+                    loop_genomes=2, search=search, deadline=deadline or 1500, caps=caps)
     config = BenchConfig("mid", 1024, steps=50, steps_per_call=10, batch_size=32, space_kwargs=MID_SPACE, min_blocks=2)
     search = {"num_children": 1024, "children_per_generation": 256, "population_size": 256, "sample_size": 64,
               "steps": 50, "batch_size": 32,
               "space": {k: list(v) if isinstance(v, tuple) else v for k, v in MID_SPACE.items()},
               "listops": SEARCH_TASK}
     caps = {"evonas": 110, "ceiling": 50, "torch": 45, "scan_loop": 70, "search": 200}
-    return Plan(config, (256, 1024), 256, 3, 8, search, deadline or 450, caps)
+    return Plan(config, populations=(256, 1024), ceiling_population=256, ceiling_genomes=3, loop_genomes=8,
+                search=search, deadline=deadline or 450, caps=caps)
 
 
 def representative(space, genomes: np.ndarray) -> list[int]:
