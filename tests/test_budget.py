@@ -5,10 +5,20 @@ import json
 import pytest
 
 from evonas import budget, search
-from evonas.budget import Decision, batch_size_for, capped_length, decide, derived, generations_within, steps_for
+from evonas.budget import (
+    REAL_TEXT_SPACE,
+    Decision,
+    batch_size_for,
+    capped_length,
+    decide,
+    derived,
+    generations_within,
+    steps_for,
+)
 from evonas.checkpoint import Checkpoints
 from evonas.cli import main
 from evonas.errors import ConfigError
+from evonas.options import SearchConfig
 
 # --- Settings from the data ---------------------------------------------------------------------
 
@@ -34,10 +44,21 @@ def test_length_is_the_percentile_capped_by_tokenizer():
 
 
 def test_derived_values_leave_every_explicit_option_alone():
-    assert derived({}, 8636, 60) == {"batch_size": 32, "epochs": 1.0, "steps": 275, "max_length": 60}
-    assert derived({"batch_size": 16, "epochs": 2.0}, 8636, 60) == {"epochs": 2.0, "steps": 1100, "max_length": 60}
-    assert derived({"steps": 100, "max_length": 30}, 50_000, 400) == {"batch_size": 64}
+    space = {"space": REAL_TEXT_SPACE}
+    assert derived({}, 8636, 60) == {"batch_size": 32, "epochs": 1.0, "steps": 275, "max_length": 60, **space}
+    assert derived({"batch_size": 16, "epochs": 2.0}, 8636, 60) == {"epochs": 2.0, "steps": 1100, "max_length": 60,
+                                                                     **space}
+    assert derived({"steps": 100, "max_length": 30, "space": {}}, 50_000, 400) == {"batch_size": 64}
     assert derived({"tokenizer": "byte"}, 100, 2000)["max_length"] == 1024
+
+
+def test_real_text_space_holds_kims_cnn_and_is_a_valid_config():
+    """The space real text gets by default is one `SearchConfig` accepts, and it holds the shape of Kim's CNN-rand
+    (a conv of width 128, dropout 0.5, max pooling), which the built-in task's default space does not."""
+    space = SearchConfig(dataset="x", space=REAL_TEXT_SPACE).search_space()
+    kim = {"block0_op": "conv5", "width": 128, "dropout": 0.5, "pooling": "max"}
+    assert all(value in space.gene(name).choices for name, value in kim.items())
+    assert 128 not in SearchConfig().search_space().gene("width").choices
 
 
 def test_the_built_in_task_keeps_its_batch_size_and_length_with_epochs():
