@@ -1,12 +1,12 @@
 """Tables as objectives and replicated searches: `evonas.tables`, `evonas.replay` and `evonas replay`."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
+from helpers import load_experiment
 
 from evonas import strategies
 from evonas.cli import main
@@ -14,10 +14,7 @@ from evonas.replay import make_search, replay
 from evonas.space import Gene, SearchSpace
 from evonas.tables import TableError, load_table
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
-spec = importlib.util.spec_from_file_location("synthetic_tables", EXPERIMENTS / "synthetic_tables.py")
-synthetic_tables = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(synthetic_tables)
+synthetic_tables = load_experiment("synthetic_tables")
 
 
 def write_csv(path: Path, lines: list[str]) -> Path:
