@@ -5,6 +5,7 @@ import json
 import jax
 import numpy as np
 import pytest
+from helpers import load_experiment
 from scipy import stats
 
 from evonas import predictor, strategies
@@ -110,13 +111,8 @@ def test_predictor_changes_the_history_of_the_default_only_once_it_ranks(tmp_pat
 
 def test_study_predicts_each_generation_from_the_earlier_ones_only(tmp_path):
     import dataclasses
-    import importlib.util
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "experiments" / "predictor_study.py"
-    module_spec = importlib.util.spec_from_file_location("predictor_study", path)
-    study = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(study)
+    study = load_experiment("predictor_study")
     config = SearchConfig(population_size=16, children_per_generation=8, num_children=48)
     space = config.search_space()
     (tmp_path / "config.json").write_text(json.dumps({"config": dataclasses.asdict(config), "space": space.to_json()}))

@@ -8,8 +8,9 @@ Command (from the repository root; ../shared/data holds mr/rt-polarity.neg and m
 The smoke form (`:smoke`) reads runs/mr-smoke/data, which experiments/text_benchmark.py's MR smoke run imports.
 
 Every cell is `evonas search --dataset mr` with the real-text defaults (one epoch per child: 275 steps at batch 32,
-48 tokens, the built-in task's default space, which real text got by default when this was measured; 16 members, tournaments of 4, generations of 8) and 64 children, seeds 0-4. The
-cells: plain; `--hurdle-steps 75 150` (at the stage's mean); `--inherit`; `--predictor-pool 4`; all three.
+48 tokens; the built-in task's default space, which real text got by default when this was measured; 16 members,
+tournaments of 4, generations of 8) and 64 children, seeds 0-4. The cells: plain; `--hurdle-steps 75 150` (at the
+stage's mean); `--inherit`; `--predictor-pool 4`; all three.
 Each is compared with the plain search seed by seed: best validation accuracy (MR's 960 carved validation
 sentences), the train steps the children received and the seconds. Test accuracy is not read.
 
@@ -18,7 +19,7 @@ Expected result: experiments/README.md, "Hurdles, inheritance and the predictor 
 (results/compute_ablation_mr.json).
 """
 
-from common import is_smoke, search_settings
+from common import LISTOPS_SEARCH, is_smoke, search_settings
 
 HURDLES = [75, 150]  # of 275 steps: after about a quarter and a half of the epoch
 
@@ -27,7 +28,7 @@ def get_config(arg: str | None = None) -> dict:
     """The search every cell shares (tiny for `smoke`, with room for one hurdle)."""
     if is_smoke(arg):
         return {**search_settings(True, num_children=4, steps=10), "dataset": "mr", "data_dir": "runs/mr-smoke/data"}
-    return {"dataset": "mr", "data_dir": "runs/mr/data", "num_children": 64, "space": {"widths": [32, 64], "max_blocks": 3}}
+    return {"dataset": "mr", "data_dir": "runs/mr/data", "num_children": 64, "space": LISTOPS_SEARCH["space"]}
 
 
 def get_ablation(arg: str | None = None) -> dict:
