@@ -5,10 +5,12 @@ import contextlib
 import importlib.metadata
 import json
 import logging
+import os
 import re
 import shlex
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from evonas import interrupts
 from evonas.errors import InputError
@@ -388,5 +390,17 @@ def _utf8_lines(stream, name: str):
             raise InputError(f"{'standard input' if name == '-' else name}: line {number} is not UTF-8") from None
 
 
+def run(argv: list[str] | None = None) -> NoReturn:
+    """The `evonas` command: `main`'s exit status. An interrupted command has saved everything it computed
+    before naming how to continue, so it ends at once, flushing its output but not waiting on library threads
+    or exit hooks (one of which once held a Ctrl-C'd search open past its message)."""
+    code = main(argv)
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

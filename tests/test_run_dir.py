@@ -114,7 +114,7 @@ def test_overwrite_replaces_a_finished_run_whole(finished, config_file, tmp_path
 # `evonas` with Python's own SIGINT handler, as a command typed in a terminal has it (a test runner started in the
 # background passes SIGINT on ignored, and a search keeps ignoring it).
 _CTRL_C_AS_IN_A_TERMINAL = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-                            "from evonas.cli import main; sys.exit(main(sys.argv[1:]))")
+                            "from evonas.cli import run; run(sys.argv[1:])")
 
 
 @contextlib.contextmanager
@@ -131,12 +131,16 @@ def _sigint(handler):
 def test_ctrl_c_names_the_resume_command_which_finishes_the_run(finished, env, config_file, tmp_path):
     out = tmp_path / "run"
     search = subprocess.Popen([sys.executable, "-c", _CTRL_C_AS_IN_A_TERMINAL, "search", "--config", str(config_file),
-                               "--out", str(out), "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               "--out", str(out), "--quiet"], env={**env, "PYTHONFAULTHANDLER": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True)
     while not (out / "checkpoints" / "1").is_dir() and search.poll() is None:
         time.sleep(0.02)
     search.send_signal(signal.SIGINT)
-    _, stderr = search.communicate(timeout=120)
+    try:
+        _, stderr = search.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        search.send_signal(signal.SIGABRT)  # PYTHONFAULTHANDLER prints where each thread is
+        pytest.fail(f"still running 120 s after Ctrl-C; its threads: {search.communicate()[1]}")
     assert search.returncode == 130, stderr
     assert "Traceback" not in stderr and len(stderr.splitlines()) == 1, stderr
     assert stderr.startswith("evonas search: interrupted after ") and " of 8 generations" in stderr
