@@ -44,7 +44,7 @@ from bench_methods import (
     GENOME_SEED,
     INIT_SEED,
     MID_SPACE,
-    TINY_SPACE,
+    SMOKE_SPACE,
     TRAIN_SEED,
     BenchConfig,
     Work,
@@ -77,7 +77,7 @@ class Plan:
 
 def get_plan(quick: bool, deadline: float | None) -> Plan:
     if quick:
-        config = BenchConfig("tiny", 8, steps=10, steps_per_call=5, batch_size=16, space_kwargs=TINY_SPACE)
+        config = BenchConfig("tiny", 8, steps=10, steps_per_call=5, batch_size=16, space_kwargs=SMOKE_SPACE)
         search = {"num_children": 8, "children_per_generation": 4, "steps": 10, "steps_per_call": 5,
                   "population_size": 4, "sample_size": 2,
                   "space": {"widths": [16], "max_blocks": 1, "ops": ["conv3", "gated_mlp"]},

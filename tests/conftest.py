@@ -8,6 +8,8 @@ import shutil
 import tempfile
 
 CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="evonas-tests-jax-cache-")  # subprocesses too
+# Every program, however quick to compile: tests build the same small standalone models and searches again and again.
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 atexit.register(shutil.rmtree, CACHE, ignore_errors=True)
 
 import jax  # after the cache directory is set, which jax reads when imported

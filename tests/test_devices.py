@@ -25,7 +25,7 @@ from evonas.supernet import PopulationModel
 pytestmark = pytest.mark.slow  # every test runs searches in their own processes
 
 SPACE = {"max_blocks": 2, "ops": ["identity", "attention", "conv3"], "activations": ["relu", "tanh"], "norms": ["none"],
-         "widths": [16], "heads": [1, 2], "ffn_expansions": [1], "dropouts": [0.0, 0.1], "positionals": ["none"],
+         "widths": [16], "heads": [1], "ffn_expansions": [1], "dropouts": [0.0, 0.1], "positionals": ["none"],
          "poolings": ["mean", "last"], "learning_rates": [0.001, 0.01], "weight_decays": [0.0], "optimizers": ["adamw"]}
 # 5 children per generation: not a multiple of 8 devices, so padding members are exercised too.
 CONFIG = {"space": SPACE, "num_children": 10, "children_per_generation": 5, "population_size": 5, "sample_size": 2,

@@ -19,7 +19,7 @@ from evonas.retrain import retrain
 from evonas.search import SearchConfig, run_search
 from evonas.space import Gene, SearchSpace
 
-SPACE = {"max_blocks": 2, "ops": ("identity", "attention", "conv3", "gru"), "widths": (16, 32), "heads": (1, 2)}
+SPACE = {"max_blocks": 2, "ops": ("identity", "attention", "conv3", "gru"), "widths": (16, 32), "heads": (1,)}
 CONFIG = SearchConfig(num_children=16, children_per_generation=4, population_size=8, sample_size=2, steps=10,
                       steps_per_call=5, space=SPACE)
 RUN_FIGURES = ("best-so-far", "children", "gene-frequencies", "accuracy-params", "importance", "fitness-by-choice")
