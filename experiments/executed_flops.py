@@ -52,10 +52,11 @@ def program_cost(closed: core.ClosedJaxpr, args: Sequence[Any]) -> Cost:
 
 
 def placeholder(aval) -> Any:
-    """Zeros of an abstract value's shape and dtype (PRNG keys included)."""
+    """Zeros of an abstract value's shape and dtype (PRNG keys included); read-only views of one zero, so that
+    the walk allocates nothing for the large arrays it never computes."""
     if jax.dtypes.issubdtype(aval.dtype, jax.dtypes.prng_key):
         return jax.random.wrap_key_data(np.zeros((*aval.shape, 2), np.uint32))
-    return np.zeros(aval.shape, aval.dtype)
+    return np.broadcast_to(np.zeros((), aval.dtype), aval.shape)
 
 
 def _subjaxprs(eqn) -> Iterator[tuple[core.Jaxpr, Sequence[Any]]]:
