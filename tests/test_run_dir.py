@@ -68,7 +68,9 @@ def test_an_out_holding_anything_is_refused_without_overwrite(tmp_path, monkeypa
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     cache = tmp_path_factory.mktemp("jax_cache")
-    return {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(cache), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    # PYTHONFAULTHANDLER: a search that hangs prints where each thread is when sent SIGABRT.
+    return {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(cache), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+            "PYTHONFAULTHANDLER": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +133,7 @@ def _sigint(handler):
 def test_ctrl_c_names_the_resume_command_which_finishes_the_run(finished, env, config_file, tmp_path):
     out = tmp_path / "run"
     search = subprocess.Popen([sys.executable, "-c", _CTRL_C_AS_IN_A_TERMINAL, "search", "--config", str(config_file),
-                               "--out", str(out), "--quiet"], env={**env, "PYTHONFAULTHANDLER": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               "--out", str(out), "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True)
     while not (out / "checkpoints" / "1").is_dir() and search.poll() is None:
         time.sleep(0.02)
@@ -139,7 +141,7 @@ def test_ctrl_c_names_the_resume_command_which_finishes_the_run(finished, env, c
     try:
         _, stderr = search.communicate(timeout=120)
     except subprocess.TimeoutExpired:
-        search.send_signal(signal.SIGABRT)  # PYTHONFAULTHANDLER prints where each thread is
+        search.send_signal(signal.SIGABRT)  # the env's PYTHONFAULTHANDLER prints where each thread is
         pytest.fail(f"still running 120 s after Ctrl-C; its threads: {search.communicate()[1]}")
     assert search.returncode == 130, stderr
     assert "Traceback" not in stderr and len(stderr.splitlines()) == 1, stderr
