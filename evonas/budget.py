@@ -7,8 +7,9 @@ Two kinds of decision, both recorded so that a run can be repeated:
   resolved values, so `--resume`, `evonas report` and `evonas retrain` read them back instead of deriving
   them again. The built-in ListOps task without `--epochs` keeps its own defaults (its histories stay as they were).
 - From the wall clock, during a search with `--budget MINUTES` (`decide`): once a generation compiled
-  nothing, its seconds fix how many whole generations fit in the limit. The `Decision` lives in every
-  checkpoint, so a resumed run never decides again.
+  nothing, its seconds fix how many whole generations fit in the limit, and every later generation may lower
+  that count when the generations grow slower. The `Decision` lives in every checkpoint, so a resumed run goes
+  on from it, counting the wall time of every session.
 
 The arithmetic is in small pure functions, tested in tests/test_budget.py.
 """
@@ -32,10 +33,6 @@ BATCH_SIZES = (32, 64, 128)  # the smallest whose epoch is at most EPOCH_STEPS s
 EPOCH_STEPS = 800
 LENGTH_CAPS = {"word": 256, "byte": 1024}  # tokens per text at most when --max-length is not given
 BUDGET_GENERATIONS = 1000  # with --budget and no --children, the most generations (the clock stops it sooner)
-# --budget plans each later generation this much slower than the one it measured, since evolution drifts towards
-# larger models: the generations after the measured one took 7% longer on average in MR's 30-minute search and 26%
-# longer in SST-2's (experiments/README.md), which planned at 1.0 and 1.1 ended 6.5% and 8.3% late.
-GENERATION_SLACK = 1.25
 # The space a search of real text gets when the config names none. The default space (widths 32 and 64, no
 # dropout above 0.2) is the built-in task's; on SST-2 its 30-minute search found one attention block of width 64
 # at learning rate 0.01 that retrained to 78.4% and overfitted within two epochs, while a hand-set conv5 of width
@@ -158,6 +155,9 @@ class Decision:
     decided_after: int  # the generation whose end decided it (0-based); -1: not decided (yet, or no --budget)
     generation_seconds: float  # the seconds of that generation, which estimate each later one
     elapsed_seconds: float  # the search's wall time when it decided, over every session
+    measured: int = 0  # generations that compiled nothing since (and with) the deciding one
+    measured_seconds: float = 0.0  # their seconds in all
+    stopped_after: int = -1  # the generation after the decision whose end cut the count short; -1: none
 
     @classmethod
     def undecided(cls, generations: int) -> "Decision":
@@ -166,7 +166,9 @@ class Decision:
     def to_json(self, budget_minutes: float) -> dict[str, Any]:
         return {"minutes": budget_minutes, "generations": int(self.generations),
                 "decided_after_generation": int(self.decided_after),
-                "generation_seconds": float(self.generation_seconds), "elapsed_seconds": float(self.elapsed_seconds)}
+                "generation_seconds": float(self.generation_seconds), "elapsed_seconds": float(self.elapsed_seconds),
+                "mean_generation_seconds": float(self.measured_seconds) / max(1, int(self.measured)),
+                "stopped_after_generation": int(self.stopped_after)}
 
 
 def generations_within(budget_seconds: float, elapsed_seconds: float, generation_seconds: float, done: int,
@@ -182,19 +184,31 @@ def decide(decision: Decision, budget_minutes: float | None, generation: int, ge
            elapsed_seconds: float, compiled: bool) -> Decision:
     """The decision after `generation` ended, `elapsed_seconds` into the search.
 
-    A decided budget (or none) stays as it is. Otherwise, a generation that `compiled` nothing decides how many
-    whole generations fit, each planned `GENERATION_SLACK` times as long as it; one that compiled decides only if
-    the next, as slow as it, would pass the limit.
+    The first generation that `compiled` nothing decides how many whole generations fit, each as long as it;
+    before it, a generation that compiled stops the search only if the next, as slow as it, would pass the limit.
+    After the decision, every generation reads the clock again and stops the search when the next generation,
+    as slow as the mean of those measured or as the last one if that was slower, would end past the limit: the
+    count only ever falls. No budget decides nothing.
     """
-    if budget_minutes is None or decision.decided_after >= 0:
+    if budget_minutes is None:
         return decision
     done, budget_seconds = generation + 1, 60.0 * budget_minutes
+    if decision.decided_after >= 0:
+        measured = int(decision.measured) + (not compiled)
+        total = float(decision.measured_seconds) + (0.0 if compiled else generation_seconds)
+        mean = total / measured if measured else generation_seconds
+        slowest = mean if compiled else max(mean, generation_seconds)  # a compiling generation's time is no guide
+        stop = done < decision.generations and elapsed_seconds + slowest > budget_seconds
+        return decision.replace(measured=measured, measured_seconds=total,
+                                generations=done if stop else decision.generations,
+                                stopped_after=generation if stop else decision.stopped_after)
     if not compiled:
-        generations = generations_within(budget_seconds, elapsed_seconds, GENERATION_SLACK * generation_seconds,
-                                         done, int(decision.generations))
+        generations = generations_within(budget_seconds, elapsed_seconds, generation_seconds, done,
+                                         int(decision.generations))
     elif elapsed_seconds + generation_seconds > budget_seconds:
         generations = done
     else:
         return decision
     return Decision(generations=generations, decided_after=generation, generation_seconds=generation_seconds,
-                    elapsed_seconds=elapsed_seconds)
+                    elapsed_seconds=elapsed_seconds, measured=int(not compiled),
+                    measured_seconds=0.0 if compiled else generation_seconds)

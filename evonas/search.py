@@ -148,11 +148,12 @@ def run_search(config: SearchConfig, out_dir: str | Path, progress: bool = True,
         monitor = GenerationMonitor(out, config.population_size, config.steps, int(decision.generations),
                                     int(state.generation))
         bar.total = int(decision.generations) * config.children_per_generation
+        since = clock()  # a generation's seconds run from the previous one's, so they count its checkpoint and logs
         for generation in range(int(state.generation), num_generations):
             if generation >= decision.generations:
                 break
             interrupts.check()  # a Ctrl-C that Python dropped inside a gc callback stops the search here
-            generation_start, traces = clock(), population.traces
+            traces = population.traces
             key_ask, key_init, key_train = jax.random.split(jax.random.fold_in(key, generation), 3)
             children, parents, predicted = predictor.propose(strategy, key_ask, state, history, space,
                                                              config.predictor_pool, config.min_predictor_records())
@@ -185,8 +186,9 @@ def run_search(config: SearchConfig, out_dir: str | Path, progress: bool = True,
             log.flush()
             os.fsync(log.fileno())  # the checkpoint below points into these bytes, so they must be on disk first
             now = clock()
-            decision = budget_lib.decide(decision, config.budget_minutes, generation, now - generation_start,
+            decision = budget_lib.decide(decision, config.budget_minutes, generation, now - since,
                                          earlier.wall_seconds + now - start, compiled=population.traces > traces)
+            since = now
             monitor.num_generations = bar.total = int(decision.generations)
             bar.total *= config.children_per_generation
             checkpoints.save(Progress(state, history_bytes=os.fstat(log.fileno()).st_size,

@@ -1,6 +1,7 @@
 """Tests for evonas.budget: settings derived from the data, and the wall-clock budget's decision and its resume."""
 
 import json
+import shutil
 
 import pytest
 
@@ -133,11 +134,24 @@ def test_decision_waits_for_a_generation_that_compiled_nothing():
     late = decide(undecided, 10.0, 0, 300.0, 400.0, compiled=True)
     assert (late.generations, late.decided_after) == (1, 0)  # the next would end at 700 s > 600
     fitted = decide(undecided, 10.0, 1, 20.0, 140.0, compiled=False)
-    assert (fitted.generations, fitted.decided_after, fitted.generation_seconds) == (2 + 18, 1, 20.0)  # 460 / 25
-    assert decide(fitted, 10.0, 5, 1.0, 150.0, compiled=False) == fitted, "a decision is never taken back"
+    assert (fitted.generations, fitted.decided_after, fitted.generation_seconds) == (2 + 23, 1, 20.0)  # 460 / 20
     assert decide(undecided, None, 1, 20.0, 140.0, compiled=False) == undecided, "no budget decides nothing"
 
 
+def test_later_generations_only_lower_the_count_when_they_run_slower():
+    fitted = decide(Decision.undecided(100), 10.0, 1, 20.0, 140.0, compiled=False)  # 25 generations planned
+    faster = decide(fitted, 10.0, 2, 1.0, 141.0, compiled=False)
+    assert (faster.generations, faster.measured, faster.measured_seconds) == (25, 2, 21.0), "never raised"
+    # Generations of 40 s from generation 2 on, ending 180, 220, ... s in; the last one's 40 s is above the mean.
+    slower = fitted
+    for generation, elapsed in enumerate(range(180, 600, 40), start=2):
+        slower = decide(slower, 10.0, generation, 40.0, float(elapsed), compiled=False)
+        assert slower.generations == (25 if elapsed + 40 <= 600 else generation + 1)
+    assert (slower.generations, slower.stopped_after) == (13, 12)  # 580 s in, the next would end at 620 s
+    again = decide(slower, 10.0, 13, 40.0, 620.0, compiled=False)
+    assert (again.generations, again.stopped_after) == (13, 12), "a stopped search stays stopped"
+    compiling = decide(fitted, 10.0, 2, 300.0, 440.0, compiled=True)  # 300 s of compiling: the mean, 20 s, decides
+    assert (compiling.generations, compiling.measured) == (25, 1)
 # --- End to end ---------------------------------------------------------------------------------
 
 
@@ -165,13 +179,14 @@ def test_budget_run_records_its_decision_and_resumes_to_the_same_history(tmp_pat
     args = ["search", "--dataset", "toy", "--data-dir", data_dir, "--config", str(config), "--children", "20",
             "--children-per-generation", "2", "--population", "4", "--sample-size", "2", "--min-frequency", "1",
             "--budget", "1.5", "--quiet"]
-    monkeypatch.setattr(search, "clock", _ticking_clock(10.0))  # each generation reads it 3 times: 10 s apart
+    monkeypatch.setattr(search, "clock", _ticking_clock(10.0))  # each generation reads it twice: 20 s apart
     assert main([*args, "--out", str(tmp_path / "whole")]) == 0
     whole = json.loads((tmp_path / "whole" / "summary.json").read_text())
-    # Generation 0 compiled; generation 1 (10 s) ended 50 s in: 3 more, planned at 12.5 s, fit in the 40 s left.
-    assert whole["budget"] == {"minutes": 1.5, "generations": 5, "decided_after_generation": 1,
-                               "generation_seconds": 10.0, "elapsed_seconds": 50.0}
-    assert (whole["generations"], whole["children"]) == (5, 10)
+    # Generation 0 compiled; generation 1 (20 s) ended 40 s in: 2 more of 20 s fit in the 50 s left.
+    assert whole["budget"] == {"minutes": 1.5, "generations": 4, "decided_after_generation": 1,
+                               "generation_seconds": 20.0, "elapsed_seconds": 40.0, "mean_generation_seconds": 20.0,
+                               "stopped_after_generation": -1}
+    assert (whole["generations"], whole["children"]) == (4, 8)
     saved = json.loads((tmp_path / "whole" / "config.json").read_text())["config"]
     # 32 train examples after carving validation and test: batch 32, one epoch is 1 step -> one call of 25.
     assert (saved["epochs"], saved["steps"], saved["batch_size"], saved["budget_minutes"]) == (1.0, 25, 32, 1.5)
@@ -191,17 +206,23 @@ def test_budget_run_records_its_decision_and_resumes_to_the_same_history(tmp_pat
     assert main([*args, "--out", str(tmp_path / "stopped")]) == 130
     assert "interrupted after 2 of at most 10 generations (4 of at most 20 children)" in capsys.readouterr().err
     monkeypatch.setattr(Checkpoints, "save", save)
-    monkeypatch.setattr(search, "clock", _ticking_clock(1000.0))  # a far slower machine would decide 2 generations
+    shutil.copytree(tmp_path / "stopped", tmp_path / "slower")
     assert main(["search", "--resume", str(tmp_path / "stopped"), "--quiet"]) == 0
     resumed = json.loads((tmp_path / "stopped" / "summary.json").read_text())
     assert (tmp_path / "stopped" / "history.jsonl").read_bytes() == (tmp_path / "whole" / "history.jsonl").read_bytes()
     timings = ("wall_seconds", "compilations")
     assert {k: v for k, v in resumed.items() if k not in timings} == {k: v for k, v in whole.items() if k not in timings}
+    # On a machine 100 times slower, the resumed run keeps to the limit: generation 2 took 1,000 s, so it stops there.
+    monkeypatch.setattr(search, "clock", _ticking_clock(1000.0))
+    assert main(["search", "--resume", str(tmp_path / "slower"), "--quiet"]) == 0
+    slower = json.loads((tmp_path / "slower" / "summary.json").read_text())
+    assert (slower["budget"]["generations"], slower["budget"]["stopped_after_generation"]) == (3, 2)
+    whole_lines = (tmp_path / "whole" / "history.jsonl").read_text().splitlines()
+    assert (tmp_path / "slower" / "history.jsonl").read_text().splitlines() == whole_lines[:6]
     # A rerun that stops sooner (here: fewer children, no budget) trains the same first children.
     shorter = [a for a in args if a not in ("--budget", "1.5")]
     shorter[shorter.index("--children") + 1] = "4"
     assert main([*shorter, "--out", str(tmp_path / "shorter")]) == 0
-    whole_lines = (tmp_path / "whole" / "history.jsonl").read_text().splitlines()
     assert (tmp_path / "shorter" / "history.jsonl").read_text().splitlines() == whole_lines[:4]
     capsys.readouterr()
 
