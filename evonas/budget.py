@@ -6,10 +6,9 @@ Two kinds of decision, both recorded so that a run can be repeated:
   the batch size and the padded length, for every option the user did not set. `config.json` holds the
   resolved values, so `--resume`, `evonas report` and `evonas retrain` read them back instead of deriving
   them again. The built-in ListOps task without `--epochs` keeps its own defaults (its histories stay as they were).
-- From the wall clock, during a search with `--budget MINUTES` (`decide`): once a generation compiled
-  nothing, its seconds fix how many whole generations fit in the limit, and every later generation may lower
-  that count when the generations grow slower. The `Decision` lives in every checkpoint, so a resumed run goes
-  on from it, counting the wall time of every session.
+- From the wall clock, during a search with `--budget MINUTES` (`decide`): after every generation that compiled
+  nothing, the mean seconds of those measured plan how many whole generations fit in the rest of the limit. The
+  `Decision` lives in every checkpoint, so a resumed run goes on from it, counting the wall time of every session.
 
 The arithmetic is in small pure functions, tested in tests/test_budget.py.
 """
@@ -149,15 +148,14 @@ def _default(name: str) -> Any:
 
 @struct.dataclass
 class Decision:
-    """How many generations a search runs, and how `--budget` decided it; part of every checkpoint."""
+    """How many generations a search runs, and how `--budget` planned it; part of every checkpoint."""
 
-    generations: int  # generations the search runs; before a budget's decision, the most it may run
-    decided_after: int  # the generation whose end decided it (0-based); -1: not decided (yet, or no --budget)
-    generation_seconds: float  # the seconds of that generation, which estimate each later one
-    elapsed_seconds: float  # the search's wall time when it decided, over every session
-    measured: int = 0  # generations that compiled nothing since (and with) the deciding one
+    generations: int  # generations the search runs: the plan of the last generation; without a plan, the most
+    decided_after: int  # the generation whose end made the first plan (0-based); -1: none (yet, or no --budget)
+    generation_seconds: float  # the seconds of that generation
+    elapsed_seconds: float  # the search's wall time then, over every session
+    measured: int = 0  # generations that compiled nothing, from that one on
     measured_seconds: float = 0.0  # their seconds in all
-    stopped_after: int = -1  # the generation after the decision whose end cut the count short; -1: none
 
     @classmethod
     def undecided(cls, generations: int) -> "Decision":
@@ -167,8 +165,7 @@ class Decision:
         return {"minutes": budget_minutes, "generations": int(self.generations),
                 "decided_after_generation": int(self.decided_after),
                 "generation_seconds": float(self.generation_seconds), "elapsed_seconds": float(self.elapsed_seconds),
-                "mean_generation_seconds": float(self.measured_seconds) / max(1, int(self.measured)),
-                "stopped_after_generation": int(self.stopped_after)}
+                "mean_generation_seconds": float(self.measured_seconds) / max(1, int(self.measured))}
 
 
 def generations_within(budget_seconds: float, elapsed_seconds: float, generation_seconds: float, done: int,
@@ -181,34 +178,29 @@ def generations_within(budget_seconds: float, elapsed_seconds: float, generation
 
 
 def decide(decision: Decision, budget_minutes: float | None, generation: int, generation_seconds: float,
-           elapsed_seconds: float, compiled: bool) -> Decision:
-    """The decision after `generation` ended, `elapsed_seconds` into the search.
+           elapsed_seconds: float, compiled: bool, most: int) -> Decision:
+    """The plan after `generation` ended, `elapsed_seconds` into the search: at most `most` generations in all.
 
-    The first generation that `compiled` nothing decides how many whole generations fit, each as long as it;
-    before it, a generation that compiled stops the search only if the next, as slow as it, would pass the limit.
-    After the decision, every generation reads the clock again and stops the search when the next generation,
-    as slow as the mean of those measured or as the last one if that was slower, would end past the limit: the
-    count only ever falls. No budget decides nothing.
+    Every generation that `compiled` nothing plans again how many whole generations fit in the rest of the limit,
+    each as slow as the mean of those measured so far, or as the last one if that was slower (evolution drifts
+    towards larger models): the search stops when the next one would end past the limit. A generation that
+    compiled is no guide to the next: before any plan, it stops the search only if the next, as slow as it, would
+    pass the limit; after one, it plans from the mean. No budget plans nothing.
     """
     if budget_minutes is None:
         return decision
     done, budget_seconds = generation + 1, 60.0 * budget_minutes
-    if decision.decided_after >= 0:
-        measured = int(decision.measured) + (not compiled)
-        total = float(decision.measured_seconds) + (0.0 if compiled else generation_seconds)
-        mean = total / measured if measured else generation_seconds
-        slowest = mean if compiled else max(mean, generation_seconds)  # a compiling generation's time is no guide
-        stop = done < decision.generations and elapsed_seconds + slowest > budget_seconds
-        return decision.replace(measured=measured, measured_seconds=total,
-                                generations=done if stop else decision.generations,
-                                stopped_after=generation if stop else decision.stopped_after)
-    if not compiled:
-        generations = generations_within(budget_seconds, elapsed_seconds, generation_seconds, done,
-                                         int(decision.generations))
-    elif elapsed_seconds + generation_seconds > budget_seconds:
-        generations = done
-    else:
-        return decision
-    return Decision(generations=generations, decided_after=generation, generation_seconds=generation_seconds,
-                    elapsed_seconds=elapsed_seconds, measured=int(not compiled),
-                    measured_seconds=0.0 if compiled else generation_seconds)
+    if decision.decided_after < 0:
+        if compiled:
+            if elapsed_seconds + generation_seconds <= budget_seconds:
+                return decision
+            return Decision(generations=done, decided_after=generation, generation_seconds=generation_seconds,
+                            elapsed_seconds=elapsed_seconds)
+        decision = Decision(generations=decision.generations, decided_after=generation,
+                            generation_seconds=generation_seconds, elapsed_seconds=elapsed_seconds)
+    measured = int(decision.measured) + (not compiled)
+    total = float(decision.measured_seconds) + (0.0 if compiled else generation_seconds)
+    mean = total / measured if measured else generation_seconds
+    slowest = mean if compiled else max(mean, generation_seconds)
+    return decision.replace(generations=generations_within(budget_seconds, elapsed_seconds, slowest, done, most),
+                            measured=measured, measured_seconds=total)

@@ -72,9 +72,9 @@ class SearchConfig:
                                   "epochs x train examples / batch size, rounded up to a multiple of 25 (default: 1 "
                                   "with --dataset; the built-in task keeps --steps)", kind=float, above=0, high=10**4)
     budget_minutes: float | None = option(None, "fit the search to this wall-clock limit in minutes: once a generation "
-                                          "compiled nothing, its time plans how many whole generations fit (at most "
-                                          "--children), and each later one stops the search if the next would end "
-                                          "past the limit; the time of every session counts",
+                                          "compiled nothing, the mean time of those measured plans how many whole "
+                                          "generations fit (at most --children): the search stops when the next "
+                                          "would end past the limit; the time of every session counts",
                                           flag="--budget", kind=float, above=0, high=7 * 24 * 60)
     # A cheap fitness predictor (evonas.predictor): measured in experiments/README.md, "Fitness predictor".
     predictor_pool: int = option(1, "candidates proposed per trained child: the strategy proposes K x "

@@ -187,7 +187,8 @@ def run_search(config: SearchConfig, out_dir: str | Path, progress: bool = True,
             os.fsync(log.fileno())  # the checkpoint below points into these bytes, so they must be on disk first
             now = clock()
             decision = budget_lib.decide(decision, config.budget_minutes, generation, now - since,
-                                         earlier.wall_seconds + now - start, compiled=population.traces > traces)
+                                         earlier.wall_seconds + now - start, population.traces > traces,
+                                         most=num_generations)
             since = now
             monitor.num_generations = bar.total = int(decision.generations)
             bar.total *= config.children_per_generation

@@ -128,30 +128,32 @@ def test_generations_within_counts_whole_generations_left_in_the_budget():
     assert generations_within(600, 100, 0.0, done=2, most=9) == 2  # no estimate: none more
 
 
-def test_decision_waits_for_a_generation_that_compiled_nothing():
+def test_first_plan_waits_for_a_generation_that_compiled_nothing():
     undecided = Decision.undecided(100)
-    assert decide(undecided, 10.0, 0, 90.0, 120.0, compiled=True) == undecided  # 210 s <= 600: go on, undecided
-    late = decide(undecided, 10.0, 0, 300.0, 400.0, compiled=True)
+    assert decide(undecided, 10.0, 0, 90.0, 120.0, True, most=100) == undecided  # 210 s <= 600: go on, no plan
+    late = decide(undecided, 10.0, 0, 300.0, 400.0, True, most=100)
     assert (late.generations, late.decided_after) == (1, 0)  # the next would end at 700 s > 600
-    fitted = decide(undecided, 10.0, 1, 20.0, 140.0, compiled=False)
+    fitted = decide(undecided, 10.0, 1, 20.0, 140.0, False, most=100)
     assert (fitted.generations, fitted.decided_after, fitted.generation_seconds) == (2 + 23, 1, 20.0)  # 460 / 20
-    assert decide(undecided, None, 1, 20.0, 140.0, compiled=False) == undecided, "no budget decides nothing"
+    assert decide(undecided, 10.0, 1, 20.0, 140.0, False, most=10).generations == 10
+    assert decide(undecided, None, 1, 20.0, 140.0, False, most=100) == undecided, "no budget plans nothing"
 
 
-def test_later_generations_only_lower_the_count_when_they_run_slower():
-    fitted = decide(Decision.undecided(100), 10.0, 1, 20.0, 140.0, compiled=False)  # 25 generations planned
-    faster = decide(fitted, 10.0, 2, 1.0, 141.0, compiled=False)
-    assert (faster.generations, faster.measured, faster.measured_seconds) == (25, 2, 21.0), "never raised"
-    # Generations of 40 s from generation 2 on, ending 180, 220, ... s in; the last one's 40 s is above the mean.
+def test_every_measured_generation_plans_again_from_the_mean_or_the_last_if_slower():
+    fitted = decide(Decision.undecided(100), 10.0, 1, 20.0, 140.0, False, most=100)  # 25 generations planned
+    faster = decide(fitted, 10.0, 2, 10.0, 150.0, False, most=100)
+    assert (faster.generations, faster.measured, faster.measured_seconds) == (3 + 30, 2, 30.0)  # 450 s at 15 s
+    assert faster.decided_after == 1 and faster.generation_seconds == 20.0, "the first plan stays on record"
+    # Generations of 40 s from generation 2 on, ending 180, 220, ... s in: the last one's 40 s is above the mean.
     slower = fitted
     for generation, elapsed in enumerate(range(180, 600, 40), start=2):
-        slower = decide(slower, 10.0, generation, 40.0, float(elapsed), compiled=False)
-        assert slower.generations == (25 if elapsed + 40 <= 600 else generation + 1)
-    assert (slower.generations, slower.stopped_after) == (13, 12)  # 580 s in, the next would end at 620 s
-    again = decide(slower, 10.0, 13, 40.0, 620.0, compiled=False)
-    assert (again.generations, again.stopped_after) == (13, 12), "a stopped search stays stopped"
-    compiling = decide(fitted, 10.0, 2, 300.0, 440.0, compiled=True)  # 300 s of compiling: the mean, 20 s, decides
-    assert (compiling.generations, compiling.measured) == (25, 1)
+        slower = decide(slower, 10.0, generation, 40.0, float(elapsed), False, most=100)
+        assert slower.generations == generation + 1 + (600 - elapsed) // 40
+    assert slower.generations == 13  # 580 s in after generation 12, the next would end at 620 s: stop
+    compiling = decide(fitted, 10.0, 2, 300.0, 440.0, True, most=100)  # 300 s of compiling: the mean, 20 s, plans
+    assert (compiling.generations, compiling.measured) == (3 + 8, 1)
+
+
 # --- End to end ---------------------------------------------------------------------------------
 
 
@@ -182,10 +184,9 @@ def test_budget_run_records_its_decision_and_resumes_to_the_same_history(tmp_pat
     monkeypatch.setattr(search, "clock", _ticking_clock(10.0))  # each generation reads it twice: 20 s apart
     assert main([*args, "--out", str(tmp_path / "whole")]) == 0
     whole = json.loads((tmp_path / "whole" / "summary.json").read_text())
-    # Generation 0 compiled; generation 1 (20 s) ended 40 s in: 2 more of 20 s fit in the 50 s left.
+    # Generation 0 compiled; generation 1 (20 s) ended 40 s in: 2 more of 20 s fit in the 50 s left, and so on.
     assert whole["budget"] == {"minutes": 1.5, "generations": 4, "decided_after_generation": 1,
-                               "generation_seconds": 20.0, "elapsed_seconds": 40.0, "mean_generation_seconds": 20.0,
-                               "stopped_after_generation": -1}
+                               "generation_seconds": 20.0, "elapsed_seconds": 40.0, "mean_generation_seconds": 20.0}
     assert (whole["generations"], whole["children"]) == (4, 8)
     saved = json.loads((tmp_path / "whole" / "config.json").read_text())["config"]
     # 32 train examples after carving validation and test: batch 32, one epoch is 1 step -> one call of 25.
@@ -216,7 +217,7 @@ def test_budget_run_records_its_decision_and_resumes_to_the_same_history(tmp_pat
     monkeypatch.setattr(search, "clock", _ticking_clock(1000.0))
     assert main(["search", "--resume", str(tmp_path / "slower"), "--quiet"]) == 0
     slower = json.loads((tmp_path / "slower" / "summary.json").read_text())
-    assert (slower["budget"]["generations"], slower["budget"]["stopped_after_generation"]) == (3, 2)
+    assert slower["budget"]["generations"] == 3
     whole_lines = (tmp_path / "whole" / "history.jsonl").read_text().splitlines()
     assert (tmp_path / "slower" / "history.jsonl").read_text().splitlines() == whole_lines[:6]
     # A rerun that stops sooner (here: fewer children, no budget) trains the same first children.
