@@ -1,16 +1,23 @@
 """Strict JAX flags for the whole suite, so that silent broadcasting and dtype bugs fail loudly; and a compilation
-cache of the suite's own, so that it neither writes into the user's `~/.cache/evonas/jax` nor reads from it (a run
-here is as cold as on a fresh CI machine); and the figures tests record for the end of the run."""
+cache of the suite's own, shared by its workers, so that it neither writes into the user's `~/.cache/evonas/jax` nor
+reads from it (a run here is as cold as on a fresh CI machine); and the figures tests record for the end of the run."""
 
 import atexit
 import os
 import shutil
 import tempfile
 
-CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="evonas-tests-jax-cache-")  # subprocesses too
+# One cache for the whole run: pytest-xdist's workers inherit it from the process that starts them, which alone
+# removes it at the end; so does every subprocess a test starts. A program compiles once, whichever worker meets it
+# first. Without a size limit JAX neither locks the cache nor scans the whole directory on each write (the
+# executed-FLOPs test alone writes hundreds of eager programs); an entry read while another process still writes it
+# fails to decompress, and JAX then warns and compiles the program itself.
+if "EVONAS_TESTS_JAX_CACHE" not in os.environ:  # the first process of the run
+    os.environ["EVONAS_TESTS_JAX_CACHE"] = tempfile.mkdtemp(prefix="evonas-tests-jax-cache-")
+    atexit.register(shutil.rmtree, os.environ["EVONAS_TESTS_JAX_CACHE"], ignore_errors=True)
+CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ["EVONAS_TESTS_JAX_CACHE"]
 # Every program, however quick to compile: tests build the same small standalone models and searches again and again.
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
-atexit.register(shutil.rmtree, CACHE, ignore_errors=True)
 
 import jax  # after the cache directory is set, which jax reads when imported
 

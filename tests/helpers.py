@@ -19,6 +19,18 @@ def diverse_genomes(space, num, key):
     return jnp.asarray(genomes)
 
 
+# The small search of the search, report and monitor tests: the same space, generation size and steps per call, so
+# that their programs compile once in the suite's shared cache.
+SMALL_SPACE = {"max_blocks": 2, "ops": ("identity", "attention", "conv3"), "widths": (16,), "heads": (1,)}
+
+# The search that the resume and run-directory tests run as `evonas` processes: two choices only where evolution
+# needs something to vary, so that its programs compile in seconds, once in the suite's shared cache.
+TINY_SPACE = {"max_blocks": 2, "ops": ["identity", "conv3"], "activations": ["relu"], "norms": ["none"], "widths": [16],
+              "heads": [1], "ffn_expansions": [1], "dropouts": [0.0], "positionals": ["none"], "poolings": ["mean"],
+              "learning_rates": [0.001, 0.01], "weight_decays": [0.0], "optimizers": ["adamw"]}
+TINY_SEARCH = {"space": TINY_SPACE, "num_children": 16, "children_per_generation": 2, "population_size": 4,
+               "sample_size": 2, "steps": 2, "steps_per_call": 2, "batch_size": 8}  # 8 generations, the last 6 bred
+
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
 

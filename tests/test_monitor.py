@@ -6,14 +6,14 @@ import struct
 
 import numpy as np
 import pytest
+from helpers import SMALL_SPACE
 from tensorboardX.proto.event_pb2 import Event, SessionLog
 
 from evonas.monitor import GENERATIONS, TENSORBOARD, GenerationMonitor, diversity, format_seconds
 from evonas.search import SearchConfig, run_search
 
-SPACE = {"max_blocks": 2, "ops": ("identity", "attention", "conv3", "gru"), "widths": (16, 32), "heads": (1, 2)}
 CONFIG = SearchConfig(num_children=12, children_per_generation=4, population_size=6, sample_size=2, steps=10,
-                      steps_per_call=5, space=SPACE)
+                      steps_per_call=5, space=SMALL_SPACE)
 TAGS = ("fitness/best_so_far", "population/best", "population/median", "population/worst", "population/diversity",
         "progress/train_steps", "progress/seconds", "progress/generation_seconds", "progress/compilations")
 

@@ -11,6 +11,7 @@ import subprocess
 
 import numpy as np
 import pytest
+from helpers import SMALL_SPACE
 from matplotlib import image
 
 from evonas import report_data as data
@@ -19,9 +20,8 @@ from evonas.retrain import retrain
 from evonas.search import SearchConfig, run_search
 from evonas.space import Gene, SearchSpace
 
-SPACE = {"max_blocks": 2, "ops": ("identity", "attention", "conv3", "gru"), "widths": (16, 32), "heads": (1,)}
 CONFIG = SearchConfig(num_children=16, children_per_generation=4, population_size=8, sample_size=2, steps=10,
-                      steps_per_call=5, space=SPACE)
+                      steps_per_call=5, space=SMALL_SPACE)
 RUN_FIGURES = ("best-so-far", "children", "gene-frequencies", "accuracy-params", "importance", "fitness-by-choice")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -1,6 +1,6 @@
 """Preemption: a search killed with SIGKILL at any point and resumed writes the history of a run that never stopped.
 
-Every search here runs as its own `evonas` process, as a preempted job would. They share a persistent
+Every search here runs as its own `evonas` process, as a preempted job would. They share the suite's persistent
 compilation cache, so only the first one pays for compiling.
 """
 
@@ -13,17 +13,13 @@ import sys
 import time
 
 import pytest
+from helpers import TINY_SEARCH
 
 from evonas.cli import main
 
 pytestmark = pytest.mark.slow  # every test runs searches in their own processes
 
-# Two choices only where evolution needs something to vary: the programs compile in seconds.
-TINY_SPACE = {"max_blocks": 2, "ops": ["identity", "conv3"], "activations": ["relu"], "norms": ["none"], "widths": [16],
-              "heads": [1], "ffn_expansions": [1], "dropouts": [0.0], "positionals": ["none"], "poolings": ["mean"],
-              "learning_rates": [0.001, 0.01], "weight_decays": [0.0], "optimizers": ["adamw"]}
-CONFIG = {"space": TINY_SPACE, "num_children": 16, "children_per_generation": 2, "population_size": 4,
-          "sample_size": 2, "steps": 2, "steps_per_call": 2, "batch_size": 8}  # 8 generations, the last 6 bred
+CONFIG = TINY_SEARCH
 LINES_PER_GENERATION = CONFIG["children_per_generation"]
 
 # Runs `evonas` and SIGKILLs itself at the Nth checkpoint this process writes, at a named point:
@@ -62,9 +58,8 @@ sys.exit(main(sys.argv[3:]))
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("jax_cache")
-    return {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(cache), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+def env():
+    return dict(os.environ)  # the suite's compilation cache (tests/conftest.py), which tests/test_run_dir.py shares
 
 
 @pytest.fixture(scope="module")

@@ -10,17 +10,13 @@ import sys
 import time
 
 import pytest
+from helpers import TINY_SEARCH
 
 from evonas import interrupts, run_dir
 from evonas.cli import main
 from evonas.errors import RunDirError
 
-# Two choices only where evolution needs something to vary: the programs compile in seconds.
-TINY_SPACE = {"max_blocks": 2, "ops": ["identity", "conv3"], "activations": ["relu"], "norms": ["none"], "widths": [16],
-              "heads": [1], "ffn_expansions": [1], "dropouts": [0.0], "positionals": ["none"], "poolings": ["mean"],
-              "learning_rates": [0.001, 0.01], "weight_decays": [0.0], "optimizers": ["adamw"]}
-CONFIG = {"space": TINY_SPACE, "num_children": 16, "children_per_generation": 2, "population_size": 4,
-          "sample_size": 2, "steps": 2, "steps_per_call": 2, "batch_size": 8}
+CONFIG = TINY_SEARCH
 
 
 def snapshot(directory):
@@ -66,11 +62,10 @@ def test_an_out_holding_anything_is_refused_without_overwrite(tmp_path, monkeypa
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("jax_cache")
-    # PYTHONFAULTHANDLER: a search that hangs prints where each thread is when sent SIGABRT.
-    return {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(cache), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-            "PYTHONFAULTHANDLER": "1"}
+def env():
+    # The suite's compilation cache (tests/conftest.py), which tests/test_resume.py shares. PYTHONFAULTHANDLER: a
+    # search that hangs prints where each thread is when sent SIGABRT.
+    return {**os.environ, "PYTHONFAULTHANDLER": "1"}
 
 
 @pytest.fixture(scope="module")

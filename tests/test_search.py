@@ -3,12 +3,11 @@
 import json
 
 import pytest
+from helpers import SMALL_SPACE
 
 from evonas.cli import main
 from evonas.errors import ConfigError
 from evonas.search import SearchConfig, load_task, run_search
-
-SMALL_SPACE = {"max_blocks": 2, "ops": ("identity", "attention", "conv3", "gru"), "widths": (16, 32), "heads": (1, 2)}
 
 
 def small_config(**overrides):
