@@ -6,8 +6,8 @@ a 10-step scan of one matmul reports one matmul's FLOPs, a 3-way switch its larg
 So the benchmark walks the jaxpr instead. Genes are the only inputs that steer control flow,
 so the walk runs for real only the small computations that a `cond` or `switch` index (or a
 while loop's condition) depends on, found by slicing the jaxpr backwards from them; every other
-value is zeros of the right shape, since it never chooses a branch. Loops multiply their body's FLOPs by their length; recomputation under
-`jax.checkpoint` appears in the jaxpr, so it is counted. XLA may still remove dead work,
+value is zeros of the right shape, since it never chooses a branch. Loops multiply their body's
+FLOPs by their length; recomputation under `jax.checkpoint` appears in the jaxpr, so it is counted. XLA may still remove dead work,
 so this is what the program asks for, an upper bound on what the CPU does. The same walk counts the
 primitive operations executed (every equation that is not control flow or a call, loops multiplied out):
 before XLA fuses them, a proxy of how many kernels a device launches.
@@ -114,12 +114,11 @@ def _entered(eqn, subs) -> bool:
     return len(subs) == 1 and (_has_cond(subs[0][0]) or (eqn.primitive.name in CALLS and _small(eqn.invars)))
 
 
-def _scan_needs(eqn, wanted: frozenset[int]) -> tuple[frozenset[int], frozenset[int]]:
-    """For a scan whose body branches: the body outputs each iteration needs (a carry that the body reads to
-    branch, or that an output needs, is needed from the iteration before) and the scan's inputs they need."""
-    (body, _), = _subjaxprs(eqn)
-    num_consts, num_carry = eqn.params["num_consts"], eqn.params["num_carry"]
-    outputs = wanted
+def _carried(body: core.Jaxpr, outputs: frozenset[int], num_consts: int,
+             num_carry: int) -> tuple[frozenset[int], frozenset[int]]:
+    """A loop body's outputs that each iteration needs: `outputs`, and every carry the body needs for them, from
+    the iteration before (its inputs are `num_consts` constants, then the `num_carry` carries); and the body's
+    inputs they need."""
     while True:
         inputs = _needed(body, outputs)[1]
         more = outputs | {i - num_consts for i in inputs if num_consts <= i < num_consts + num_carry}
@@ -128,19 +127,20 @@ def _scan_needs(eqn, wanted: frozenset[int]) -> tuple[frozenset[int], frozenset[
         outputs = more
 
 
+def _scan_needs(eqn, wanted: frozenset[int]) -> tuple[frozenset[int], frozenset[int]]:
+    """For a scan whose body branches: the body outputs each iteration needs and the scan's inputs they need."""
+    (body, _), = _subjaxprs(eqn)
+    return _carried(body, wanted, eqn.params["num_consts"], eqn.params["num_carry"])
+
+
 def _while_needs(eqn, wanted: frozenset[int]) -> tuple[frozenset[int], list[int]]:
     """For a while loop: the carries each iteration needs (those its condition reads, those wanted, and those
-    the body needs for them, from the iteration before) and the loop's inputs they need."""
+    the body needs for them) and the loop's inputs they need."""
     cond, body = eqn.params["cond_jaxpr"].jaxpr, eqn.params["body_jaxpr"].jaxpr
     cond_nconsts, body_nconsts = eqn.params["cond_nconsts"], eqn.params["body_nconsts"]
     cond_inputs = _needed(cond, frozenset({0}))[1]
-    carry = wanted | {i - cond_nconsts for i in cond_inputs if i >= cond_nconsts}
-    while True:
-        body_inputs = _needed(body, carry)[1]
-        more = carry | {i - body_nconsts for i in body_inputs if i >= body_nconsts}
-        if more == carry:
-            break
-        carry = more
+    read = wanted | {i - cond_nconsts for i in cond_inputs if i >= cond_nconsts}
+    carry, body_inputs = _carried(body, read, body_nconsts, len(body.outvars))
     inputs = [*(i for i in cond_inputs if i < cond_nconsts), *(cond_nconsts + i for i in body_inputs if i < body_nconsts),
               *(cond_nconsts + body_nconsts + i for i in carry)]
     return carry, inputs
