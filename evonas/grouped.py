@@ -149,7 +149,7 @@ class GroupedModel:
         x = x + self._positions(stored, gene("positional"), gene("width"), length).astype(x.dtype)[:, None]
         x = jnp.where(features & tokens_mask, x, 0)
         rate = jnp.asarray(model.choices["dropout"])[gene("dropout")]
-        norm_kind = jnp.asarray([{"layernorm": 0, "rmsnorm": 1, "none": 2}[n] for n in model.choices["block0_norm"]])
+        norm_kind = norm_kind_of(model.choices["block0_norm"])
         genes = {part: jnp.stack([gene(f"block{i}_{part}") for i in range(model.num_slots)])
                  for part in ("op", "activation", "norm")}
 
@@ -172,8 +172,10 @@ class GroupedModel:
         slots = (blocks, genes["op"], genes["activation"], genes["norm"], schedule["tiles"], schedule["variants"],
                  schedule["rows"], jnp.arange(model.num_slots))
         x, _ = jax.lax.scan(run_slot, x, slots)
-        final = jax.tree.map(lambda a: a[:, None, None, :], stored["final_norm"])
-        x = padded_norm(x, 0, {"layernorm": final, "rmsnorm": final}, widths[:, None, None, None])
+        final = jax.tree.map(lambda a: a[:, None, None, :], stored["final_norm"])  # LayerNorm's and RMSNorm's
+        final_kind = norm_kind_of(model.final_norms)[jax.vmap(model.final_norm_index)(genomes)]
+        x = padded_norm(x, final_kind[:, None, None, None], {"layernorm": final, "rmsnorm": final},
+                        widths[:, None, None, None])
         pooled = self._pool(x, mask, gene("pooling"))
         head = stored["head"]
         return jnp.einsum("pbw,pwc->pbc", pooled, head["kernel"]) + head["bias"][:, None, :]
@@ -230,6 +232,11 @@ class GroupedModel:
             return jnp.pad(out, ((0, 0), (0, 0), (0, wmax - compute)))
 
         return jax.vmap(member)(x, buffers, *aux)
+
+
+def norm_kind_of(norms) -> jax.Array:
+    """`padded_norm`'s kind of each norm choice."""
+    return jnp.asarray([{"layernorm": 0, "rmsnorm": 1, "none": 2}[n] for n in norms])
 
 
 def _zero_norm(num: int, width: int) -> Params:

@@ -38,7 +38,9 @@ Mask = Any  # bool pytree shaped like the stored parameters' tree: leaves bool[]
 
 def parts(arch: Architecture) -> dict[Part, tuple]:
     """Each part that `arch` holds parameters for, and what fixes its shapes and meaning."""
-    described = {("embed",): (arch.width,), ("final_norm",): (arch.width,), ("head",): (arch.width,)}
+    described = {("embed",): (arch.width,), ("head",): (arch.width,)}
+    if arch.final_norm != "none":
+        described[("final_norm",)] = (arch.final_norm, arch.width)
     if arch.positional == "learned":
         described[("position",)] = (arch.width,)
     for i, block in enumerate(arch.blocks):

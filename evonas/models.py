@@ -40,6 +40,7 @@ class Architecture:
     learning_rate: float
     weight_decay: float
     optimizer: str
+    final_norm: str = "layernorm"  # between the last block and the pooling; a space without the gene has this
 
     @classmethod
     def from_genome(cls, space: SearchSpace, genome) -> "Architecture":
@@ -48,7 +49,7 @@ class Architecture:
             BlockConfig(choice[f"block{i}_op"], choice[f"block{i}_activation"], choice[f"block{i}_norm"])
             for i in range(choice["num_blocks"])
         )
-        fields = {f.name: choice[f.name] for f in dataclasses.fields(cls) if f.name != "blocks"}
+        fields = {f.name: choice[f.name] for f in dataclasses.fields(cls) if f.name in choice}
         return cls(blocks=blocks, **fields)
 
     def to_dict(self) -> dict[str, Any]:
@@ -60,11 +61,11 @@ class Architecture:
         return None if gene is None else getattr(self, gene)
 
 
-def make_norm(norm: str) -> nn.Module | None:
+def make_norm(norm: str, name: str = "norm") -> nn.Module | None:
     if norm == "layernorm":
-        return nn.LayerNorm(name="norm")
+        return nn.LayerNorm(name=name)
     if norm == "rmsnorm":
-        return nn.RMSNorm(name="norm")
+        return nn.RMSNorm(name=name)
     return None
 
 
@@ -104,7 +105,8 @@ class TextClassifier(nn.Module):
             key = None if dropout_key is None else jax.random.fold_in(dropout_key, i)
             variant = None if block.op == IDENTITY else arch.variant(block.op)
             x = Block(block, arch.width, variant, arch.dropout, name=f"block{i}")(x, mask, key)
-        x = nn.LayerNorm(name="final_norm")(x)
+        final_norm = make_norm(arch.final_norm, name="final_norm")
+        x = x if final_norm is None else final_norm(x)
         return Dense(self.num_classes, name="head")(pool(x, mask, arch.pooling))
 
 

@@ -152,6 +152,7 @@ SPACE_CHOICES = {
     "ops": (f"ops among {list(OPS)}", lambda v: v in OPS),
     "activations": (f"activations among {list(ACTIVATION_FNS)}", lambda v: v in ACTIVATION_FNS),
     "norms": (f"norms among {list(NORMS)}", lambda v: v in NORMS),
+    "final_norms": (f"norms among {list(NORMS)}", lambda v: v in NORMS),
     "widths": (f"even integers from 2 to {MAX_WIDTH}", lambda v: _is_int(v) and 2 <= v <= MAX_WIDTH and v % 2 == 0),
     "heads": ("integers of at least 1", lambda v: _is_int(v) and 1 <= v <= MAX_WIDTH),
     "ffn_expansions": ("integers from 1 to 16", lambda v: _is_int(v) and 1 <= v <= 16),
@@ -199,9 +200,14 @@ def text_classifier_space(
     learning_rates: Sequence[float] = (3e-4, 1e-3, 3e-3, 1e-2),
     weight_decays: Sequence[float] = (0.0, 1e-4, 1e-2),
     optimizers: Sequence[str] = OPTIMIZERS,
+    final_norms: Sequence[str] | None = None,
 ) -> SearchSpace:
     """The text-classifier space that `evonas.models` decodes (its ops: `evonas.ops.OP_FAMILIES`); narrow any
     gene by passing fewer choices.
+
+    `final_norms` adds a gene for the norm between the last block and the pooling; without it every model has a
+    LayerNorm there. Without one, a bag of words keeps each word vector's length, which is how much the word
+    counts: on MR's validation split that was worth about a point (experiments/README.md, "The final norm").
 
     Raises:
         SpaceError: naming the keyword and what it allows.
@@ -214,6 +220,7 @@ def text_classifier_space(
              "optimizers": optimizers}
     (ops, activations, norms, widths, heads, ffn_expansions, dropouts, positionals, poolings, learning_rates,
      weight_decays, optimizers) = (_checked_choices(name, value) for name, value in given.items())
+    final = () if final_norms is None else (Gene("final_norm", _checked_choices("final_norms", final_norms)),)
     for width in widths:
         for head_count in heads:
             if width % head_count:
@@ -233,6 +240,7 @@ def text_classifier_space(
         Gene("dropout", tuple(dropouts)),
         Gene("positional", tuple(positionals)),
         Gene("pooling", tuple(poolings)),
+        *final,
         Gene("learning_rate", tuple(learning_rates)),
         Gene("weight_decay", tuple(weight_decays)),
         Gene("optimizer", tuple(optimizers)),

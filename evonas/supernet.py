@@ -40,6 +40,7 @@ class PopulationModel:
             if op != IDENTITY:
                 family_name(op)  # an op no family holds is an error
         self.norms = sorted(set(self.choices["block0_norm"]) - {"none"})
+        self.final_norms = self.choices.get("final_norm", ("layernorm",))  # a space without the gene: LayerNorm
         self.max_width = max(self.choices["width"])
         self.largest = {f: self._largest(f) for f in self.families}  # what a slot's buffer holds, per family
         self.op_buffer_size = max((count_params(self._stored_op_shapes(f)) for f in self.families), default=0)
@@ -64,6 +65,10 @@ class PopulationModel:
 
     def _index(self, genome, name):
         return genome[self.space.index(name)]
+
+    def final_norm_index(self, genome) -> jax.Array:
+        """The genome's choice of final norm, an index into `final_norms`."""
+        return self._index(genome, "final_norm") if "final_norm" in self.choices else jnp.int32(0)
 
     def value(self, genome, name):
         """The traced value a genome chooses for gene `name`."""
@@ -173,7 +178,8 @@ class PopulationModel:
 
         slots = (stored["blocks"], per_slot["op"], per_slot["activation"], per_slot["norm"], jnp.arange(self.num_slots))
         x, _ = jax.lax.scan(run_slot, x, slots)
-        x = nn.LayerNorm().apply({"params": take(stored["final_norm"], module_param_shapes("layernorm", width))}, x)
+        finals = [functools.partial(apply_norm, n, width, stored["final_norm"]) for n in self.final_norms]
+        x = finals[0](x) if len(finals) == 1 else checkpointed_switch(self.final_norm_index(genome), finals, x)
         poolings = [functools.partial(pool, pooling=p) for p in self.choices["pooling"]]
         pooled = checkpointed_switch(self._index(genome, "pooling"), poolings, x, mask)
         head = take(stored["head"], module_param_shapes("head", width, num_classes=self.num_classes))
@@ -185,14 +191,11 @@ class PopulationModel:
         def activation_fn(z):
             return checkpointed_switch(activation, activations, z)
 
-        def apply_norm(name, h, params):
-            if name == "none":
-                return h
-            module = nn.LayerNorm() if name == "layernorm" else nn.RMSNorm()
-            return module.apply({"params": take(params[name], module_param_shapes(name, width))}, h)
+        def norm_of_kind(name, h, params):
+            return apply_norm(name, width, params.get(name), h)
 
         # Computed once outside the op switch: 3 norm branches instead of 3 per op.
-        norms = [functools.partial(apply_norm, n) for n in self.choices["block0_norm"]]
+        norms = [functools.partial(norm_of_kind, n) for n in self.choices["block0_norm"]]
         normalized = checkpointed_switch(norm, norms, x, slot_params["norm"])
 
         def run_op(op_name):
@@ -245,6 +248,16 @@ class PopulationModel:
             return _leading_slice(leaf, shape.shape)
 
         return jax.tree_util.tree_map_with_path(cut, shapes)
+
+
+def apply_norm(name: str, width: int, stored: Params | None, h: jax.Array) -> jax.Array:
+    """h through the norm `name` at `width`, its parameters read from the leading corner of `stored`: one
+    norm's stored arrays, or the final norm's, which LayerNorm and RMSNorm share (a member uses one kind)."""
+    if name == "none":
+        return h
+    module = nn.LayerNorm() if name == "layernorm" else nn.RMSNorm()
+    shapes = module_param_shapes(name, width)
+    return module.apply({"params": {k: _leading_slice(stored[k], v.shape) for k, v in shapes.items()}}, h)
 
 
 def checkpointed_switch(index: jax.Array, branches: list[Callable], *operands):

@@ -44,22 +44,24 @@ CANDIDATES = [
 RUN_FILES = (*(name for name in retrain_lib.RUN_FILES if name != "history.jsonl"), run_dir.SUMMARY)
 
 
-def history_lines(space=SPACE, candidates=CANDIDATES) -> list[str]:
+def history_lines(space=SPACE, candidates=CANDIDATES, base=BASE) -> list[str]:
     """History records of the candidates, fitness decreasing in list order, so `--top-k` keeps that order."""
-    return [json.dumps({"id": i, "generation": 0, "genome": space.encode(BASE | c).tolist(), "parents": [],
+    return [json.dumps({"id": i, "generation": 0, "genome": space.encode(base | c).tolist(), "parents": [],
                         "fitness": 1.0 - i / 100, "val_accuracy": 0.0, "diverged": False})
             for i, c in enumerate(candidates)]
 
 
-def candidates_run(run: Path, work: Path) -> Path:
-    """A copy of `run`'s data files with the candidates' space and history."""
+def candidates_run(run: Path, work: Path, space=SPACE, candidates=None) -> Path:
+    """A copy of `run`'s data files with the candidates' space and history (`BASE` and `CANDIDATES` by default;
+    else each of `candidates` names every gene)."""
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     for name in RUN_FILES:
         shutil.copy(run / name, work / name)
     saved = json.loads((work / "config.json").read_text())
-    (work / "config.json").write_text(json.dumps(saved | {"space": SPACE.to_json()}))
-    (work / "history.jsonl").write_text("\n".join(history_lines()) + "\n")
+    (work / "config.json").write_text(json.dumps(saved | {"space": space.to_json()}))
+    lines = history_lines() if candidates is None else history_lines(space, candidates, base={})
+    (work / "history.jsonl").write_text("\n".join(lines) + "\n")
     return work
 
 

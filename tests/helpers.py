@@ -10,11 +10,13 @@ from evonas.ops import OPS
 
 
 def diverse_genomes(space, num, key):
-    """Random genomes, with every op, pooling, width and head count forced to appear."""
+    """Random genomes, with every op, pooling, width, head count and final norm forced to appear."""
     genomes = np.array(space.sample(key, num))
     for i, genome in enumerate(genomes):
         genome[space.index("block0_op")] = i % len(OPS)
-        for name in ("pooling", "width", "heads", "positional", "ffn_expansion", "block0_norm"):
+        for name in ("pooling", "width", "heads", "positional", "ffn_expansion", "block0_norm", "final_norm"):
+            if name not in space.names:
+                continue
             genome[space.index(name)] = i % len(space.gene(name).choices)
     return jnp.asarray(genomes)
 

@@ -17,11 +17,12 @@ from evonas.supernet import PopulationModel
 SPACE = text_classifier_space(max_blocks=2, ops=("identity", "attention", "conv3"), activations=("relu", "gelu"),
                               norms=("layernorm", "rmsnorm", "none"), widths=(16, 32), heads=(1, 2), ffn_expansions=(1,),
                               dropouts=(0.0,), positionals=("learned", "none"), poolings=("mean",),
-                              learning_rates=(1e-3, 1e-2), weight_decays=(0.0,), optimizers=("adamw", "lion"))
+                              learning_rates=(1e-3, 1e-2), weight_decays=(0.0,), optimizers=("adamw", "lion"),
+                              final_norms=("layernorm", "rmsnorm", "none"))
 PARENT = {"num_blocks": 2, "block0_op": "attention", "block0_activation": "relu", "block0_norm": "layernorm",
           "block1_op": "conv3", "block1_activation": "relu", "block1_norm": "rmsnorm", "width": 16, "heads": 2,
           "ffn_expansion": 1, "dropout": 0.0, "positional": "learned", "pooling": "mean", "learning_rate": 1e-3,
-          "weight_decay": 0.0, "optimizer": "adamw"}
+          "weight_decay": 0.0, "optimizer": "adamw", "final_norm": "layernorm"}
 ALL = {("embed",), ("position",), ("final_norm",), ("head",), ("block", 0, "op"), ("block", 0, "norm"),
        ("block", 1, "op"), ("block", 1, "norm")}
 # A child's changed genes -> the parts it inherits from PARENT.
@@ -35,6 +36,8 @@ CHILDREN = [
     ({"block1_op": "identity"}, ALL - {("block", 1, "op"), ("block", 1, "norm")}),  # identity holds nothing
     ({"num_blocks": 1}, ALL - {("block", 1, "op"), ("block", 1, "norm")}),
     ({"positional": "none"}, ALL - {("position",)}),
+    ({"final_norm": "rmsnorm"}, ALL - {("final_norm",)}),  # LayerNorm's scale is not RMSNorm's
+    ({"final_norm": "none"}, ALL - {("final_norm",)}),
 ]
 
 

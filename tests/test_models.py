@@ -15,11 +15,11 @@ from evonas.population import Population
 from evonas.space import Gene, SearchSpace, text_classifier_space
 from evonas.supernet import PopulationModel
 
-NUM_GENOMES = len(OPS)  # every op; every pooling, width, head count, positional, expansion and norm
+NUM_GENOMES = len(OPS)  # every op; every pooling, width, head count, positional, expansion, norm and final norm
 # Two widths and head counts, at most 2 blocks: the member form compiles a branch per width and head count (39 s
 # with the 4 x 4 of the full space, 20 s with 2 x 2), and what it computes is the same for every one of them;
 # each standalone reference compiles on its own, and a third block only makes each compile longer.
-EQUIVALENCE_SPACE = {"max_blocks": 2, "widths": (32, 64), "heads": (1, 2)}
+EQUIVALENCE_SPACE = {"max_blocks": 2, "widths": (32, 64), "heads": (1, 2), "final_norms": ("layernorm", "rmsnorm", "none")}
 
 
 # The grouped form with tiles large enough that members of different widths, heads, kernels, expansions and
@@ -89,6 +89,7 @@ def mismatched_members(members, rtol=1e-4, atol=1e-6):
 def test_population_step_matches_standalone_models(setting):
     assert len(setting) == NUM_GENOMES
     assert {block.op for m in setting for block in m["arch"].blocks} == set(OPS)
+    assert {m["arch"].final_norm for m in setting} == {"layernorm", "rmsnorm", "none"}
     assert mismatched_members(setting) == []
 
 

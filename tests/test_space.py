@@ -63,3 +63,17 @@ def test_users_can_narrow_the_space_without_editing_evonas():
         text_classifier_space(ops=("attention", "transformer"))
     with pytest.raises(SpaceError, match="not divisible"):
         text_classifier_space(widths=(30,), heads=(4,))
+
+
+def test_the_final_norm_is_a_gene_only_where_a_space_offers_it():
+    from evonas.models import Architecture
+
+    plain = text_classifier_space(max_blocks=1)
+    assert "final_norm" not in plain.names
+    assert Architecture.from_genome(plain, np.zeros(plain.num_genes, np.int32)).final_norm == "layernorm"
+    space = text_classifier_space(max_blocks=1, final_norms=("layernorm", "none"))
+    assert space.num_genes == plain.num_genes + 1
+    genome = space.encode({**plain.decode(np.zeros(plain.num_genes, np.int32)), "final_norm": "none"})
+    assert Architecture.from_genome(space, genome).final_norm == "none"
+    with pytest.raises(SpaceError, match="space option final_norms must be a list of norms among"):
+        text_classifier_space(final_norms=("batchnorm",))

@@ -1,0 +1,65 @@
+"""The final norm on real text: hand-picked genomes retrained with a LayerNorm before their pooling and without one.
+
+Command (about 10 minutes on a quiet 2-core CPU; RUN is any finished search on the dataset, for its data and
+tokenizer, e.g. the run that `experiments/budget_run.py --dataset mr` leaves in WORK/run):
+    python experiments/final_norm.py --run /tmp/mr-budget30/run --work /tmp/final-norm \\
+        --out experiments/results/final_norm_mr.json
+
+Every candidate appears twice, once with each final norm, in one copy of RUN whose history holds only them,
+retrained together by `evonas.retrain.retrain` (`--top-k`, every candidate and seed in one population, each member
+keeping its best validation step): the rule `evonas retrain` follows. Test accuracy is read, never used to pick.
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from retrain_length import candidates_run
+
+from evonas import retrain as retrain_lib
+from evonas.space import text_classifier_space
+
+FINAL_NORMS = ("layernorm", "none")
+SPACE = text_classifier_space(max_blocks=1, ops=("identity", "conv3", "gru"), widths=(64, 128),
+                              dropouts=(0.1, 0.3, 0.5), final_norms=FINAL_NORMS)
+BASE = {"num_blocks": 1, "block0_activation": "relu", "block0_norm": "none", "heads": 4, "ffn_expansion": 1,
+        "positional": "none", "weight_decay": 0.0, "optimizer": "adamw"}
+GENOMES = [
+    {"block0_op": "identity", "width": 64, "dropout": 0.1, "pooling": "mean", "learning_rate": 0.003},  # MR's winner
+    {"block0_op": "identity", "width": 128, "dropout": 0.1, "pooling": "max", "learning_rate": 0.003},
+    {"block0_op": "conv3", "width": 128, "dropout": 0.5, "pooling": "max", "learning_rate": 0.001},  # Kim's shape
+    {"block0_op": "gru", "width": 64, "dropout": 0.3, "pooling": "max", "learning_rate": 0.003},
+]
+CANDIDATES = [g | {"final_norm": n} for g in GENOMES for n in FINAL_NORMS]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, required=True, help="a finished search run on the dataset")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/final-norm"))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=Path("experiments/results/final_norm_mr.json"))
+    args = parser.parse_args()
+    start = time.perf_counter()
+    work = candidates_run(args.run, args.work, SPACE, [BASE | c for c in CANDIDATES])
+    results = retrain_lib.retrain(work, top_k=len(CANDIDATES), num_seeds=args.seeds, progress=False).results
+    rows = [{"candidate": c, "validation_accuracies": g["validation_accuracies"], "test_accuracies": g["test_accuracies"],
+             "best_steps": g["best_steps"]} for c, g in zip(CANDIDATES, results["genomes"])]
+    summary = {n: {split: float(np.mean([r[f"{split}_accuracies"] for r in rows if r["candidate"]["final_norm"] == n]))
+                   for split in ("validation", "test")} for n in FINAL_NORMS}
+    for r in rows:
+        c = r["candidate"]
+        print(f"{c['block0_op']:>8} w{c['width']:<3} {c['pooling']:<4} {c['final_norm']:<9}: validation "
+              f"{np.mean(r['validation_accuracies']):.4f}, test {np.mean(r['test_accuracies']):.4f}")
+    for n, s in summary.items():
+        print(f"final norm {n}: validation {s['validation']:.4f}, test {s['test']:.4f} (mean over {len(GENOMES)} "
+              f"genomes x {args.seeds} seeds)")
+    args.out.write_text(json.dumps({"run": str(args.run), "seeds": args.seeds, "steps": results["steps"],
+                                    "eval_every": results["eval_every"], "rows": rows, "summary": summary,
+                                    "wall_seconds": time.perf_counter() - start}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
