@@ -15,6 +15,7 @@ VALID_POOLS = {
     "ops": ["identity", "attention", "conv3", "conv5", "conv7", "gated_mlp", "gru", "lstm"],
     "activations": ["relu", "gelu", "swish", "tanh"],
     "norms": ["layernorm", "rmsnorm", "none"],
+    "final_norms": ["layernorm", "rmsnorm", "none"],
     "widths": [2, 8, 16, 32, 48, 64, 96, 128, 33, 0, -16, 5000],
     "heads": [1, 2, 4, 8, 3, 0],
     "ffn_expansions": [1, 2, 4, 0, 17],
