@@ -207,7 +207,7 @@ def text_classifier_space(
 
     `final_norms` adds a gene for the norm between the last block and the pooling; without it every model has a
     LayerNorm there. Without one, a bag of words keeps each word vector's length, which is how much the word
-    counts: on MR's validation split that was worth about a point (experiments/README.md, "The final norm").
+    counts: on MR's validation split that was worth about a point (experiments/README.md, "The final norm on MR").
 
     Raises:
         SpaceError: naming the keyword and what it allows.

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from evonas.layers import ACTIVATION_FNS, Dense, Params, dropout, pool, sinusoidal_positions
-from evonas.models import Architecture, TextClassifier, count_params, module_param_shapes
+from evonas.models import Architecture, TextClassifier, count_params, make_norm, module_param_shapes
 from evonas.ops import IDENTITY, OP_FAMILIES, family_name, make_op
 from evonas.space import SearchSpace
 
@@ -253,9 +253,9 @@ class PopulationModel:
 def apply_norm(name: str, width: int, stored: Params | None, h: jax.Array) -> jax.Array:
     """h through the norm `name` at `width`, its parameters read from the leading corner of `stored`: one
     norm's stored arrays, or the final norm's, which LayerNorm and RMSNorm share (a member uses one kind)."""
-    if name == "none":
+    module = make_norm(name)
+    if module is None:
         return h
-    module = nn.LayerNorm() if name == "layernorm" else nn.RMSNorm()
     shapes = module_param_shapes(name, width)
     return module.apply({"params": {k: _leading_slice(stored[k], v.shape) for k, v in shapes.items()}}, h)
 
