@@ -1,4 +1,4 @@
-"""MR or SST-2 with evonas's real-text defaults and a wall-clock budget: import, `search --budget`, `retrain`, as a
+"""MR, SST-2 or AG News with the real-text defaults and a wall-clock budget: import, `search --budget`, `retrain`, as a
 user runs them.
 
 Commands (each about MINUTES + 10 minutes on a 2-core CPU):
@@ -7,7 +7,9 @@ Commands (each about MINUTES + 10 minutes on a 2-core CPU):
     python experiments/budget_run.py --dataset sst2 --minutes 30 --work /tmp/sst2-budget \
         --out experiments/results/sst2_budget30.json
 
-MR's test split is the 10% of each class that `evonas data import` carves; SST-2's is GLUE's dev set.
+MR's test split is the 10% of each class that `evonas data import` carves; SST-2's is GLUE's dev set. AG News here is
+its 7,600-row test file alone, from which train, validation and test are carved as for MR (`cnn_rand.py` gives
+the classic baseline on the same splits).
 
 Writes the three commands, their wall times, the load average around each (the machine may be shared), the
 search's summary (its budget decision included) and retrain's results.json.
@@ -27,6 +29,9 @@ IMPORTS = {  # `evonas data import`'s options after --name and --data-dir
            "--train", f"pos={SHARED / 'mr' / 'rt-polarity.pos'}"],
     "sst2": ["--format", "tsv", "--text-column", "sentence", "--label-column", "label",
              "--train", str(SHARED / "sst2" / "train.tsv"), "--test", str(SHARED / "sst2" / "dev.tsv")],
+    # Only AG News's test file is in shared/data: title and description joined, label from the first column.
+    "ag_news": ["--format", "csv", "--no-header", "--text-column", "1", "--text-column", "2", "--label-column", "0",
+                "--train", str(SHARED / "ag_news" / "test.csv")],
 }
 
 

@@ -90,3 +90,28 @@ def test_retrain_length_candidates_are_distinct_genomes_of_its_space_in_fitness_
     assert [r["fitness"] for r in records] == sorted((r["fitness"] for r in records), reverse=True)
     kim = Architecture.from_genome(retrain_length.SPACE, np.array(genomes[0]))
     assert ([b.op for b in kim.blocks], kim.width, kim.dropout, kim.pooling) == (["conv3"], 128, 0.5, "max")
+
+
+def test_cnn_rand_caps_each_class_weight_vector_at_norm_three_and_keeps_smaller_ones():
+    cnn_rand = load_experiment("cnn_rand")
+    kernel = np.zeros((300, 3), np.float32)
+    kernel[:, 0], kernel[0, 1], kernel[0, 2] = 1.0, 2.0, 3.5  # norms sqrt(300), 2, 3.5
+    params = cnn_rand.max_norm({"out": {"kernel": kernel, "bias": np.ones(3, np.float32)}})
+    norms = np.linalg.norm(np.asarray(params["out"]["kernel"]), axis=0)
+    np.testing.assert_allclose(norms, [3.0, 2.0, 3.0], rtol=1e-5)
+    np.testing.assert_array_equal(params["out"]["bias"], np.ones(3))
+
+
+def test_cnn_rand_pads_embed_as_zeros_so_padding_does_not_change_the_logits():
+    import jax
+
+    cnn_rand = load_experiment("cnn_rand")
+    model = cnn_rand.CNNRand(vocab_size=20, num_classes=3)
+    tokens = np.array([[3, 4, 5, 6, 7, 0, 0, 0, 0]], np.int32)  # 4 pads: every window that holds a word is here
+    params = model.init(jax.random.key(0), tokens, train=False)["params"]
+    logits = model.apply({"params": params}, tokens, train=False)
+    assert logits.shape == (1, 3)
+    # More pads add only windows of zero embeddings, whose ReLU features (of zero-initialized biases) are 0, at most
+    # the max over time of ReLU features: the logits stay as they are when pads embed as zeros.
+    padded = np.concatenate([tokens, np.zeros((1, 4), np.int32)], axis=1)
+    np.testing.assert_allclose(model.apply({"params": params}, padded, train=False), logits, rtol=1e-5, atol=1e-6)
