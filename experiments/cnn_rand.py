@@ -1,7 +1,8 @@
 """Kim (2014)'s CNN-rand on the splits of `evonas search --dataset NAME`: the classic baseline, for a dataset that
 has no published CNN-rand figure.
 
-Command (about 5 minutes per seed on a 2-core CPU; DATA is where `evonas data import` wrote NAME):
+Command (on AG News, 3 seeds took 39 minutes on a 2-core CPU shared with a search; DATA is where `evonas data
+import` wrote NAME):
     python experiments/cnn_rand.py --dataset NAME --data-dir DATA --seeds 3 --out experiments/results/cnn_rand_NAME.json
 
 The model is the paper's: word embeddings of 300 drawn uniformly in [-0.25, 0.25] and trained (no pretrained

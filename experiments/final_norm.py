@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("experiments/results/final_norm_mr.json"))
     args = parser.parse_args()
     start = time.perf_counter()
-    work = candidates_run(args.run, args.work, SPACE, [BASE | c for c in CANDIDATES])
+    work = candidates_run(args.run, args.work, SPACE, CANDIDATES, BASE)
     results = retrain_lib.retrain(work, top_k=len(CANDIDATES), num_seeds=args.seeds, progress=False).results
     rows = [{"candidate": c, "validation_accuracies": g["validation_accuracies"], "test_accuracies": g["test_accuracies"],
              "best_steps": g["best_steps"]} for c, g in zip(CANDIDATES, results["genomes"])]

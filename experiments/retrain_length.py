@@ -51,17 +51,15 @@ def history_lines(space=SPACE, candidates=CANDIDATES, base=BASE) -> list[str]:
             for i, c in enumerate(candidates)]
 
 
-def candidates_run(run: Path, work: Path, space=SPACE, candidates=None) -> Path:
-    """A copy of `run`'s data files with the candidates' space and history (`BASE` and `CANDIDATES` by default;
-    else each of `candidates` names every gene)."""
+def candidates_run(run: Path, work: Path, space=SPACE, candidates=CANDIDATES, base=BASE) -> Path:
+    """A copy of `run`'s data files with the candidates' space and history (`history_lines`)."""
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     for name in RUN_FILES:
         shutil.copy(run / name, work / name)
     saved = json.loads((work / "config.json").read_text())
     (work / "config.json").write_text(json.dumps(saved | {"space": space.to_json()}))
-    lines = history_lines() if candidates is None else history_lines(space, candidates, base={})
-    (work / "history.jsonl").write_text("\n".join(lines) + "\n")
+    (work / "history.jsonl").write_text("\n".join(history_lines(space, candidates, base)) + "\n")
     return work
 
 
