@@ -210,17 +210,18 @@ GATES = {"gru": 3, "lstm": 4}
 
 
 def recurrent_rows(rows: Rows, x, mask, activation):
-    """A GRU or LSTM of any width computed at the largest one (x is zero beyond the member's width): its
-    weights are laid out with each gate's block at a stride of the largest width, zeros elsewhere, so the
-    padding stays zero through both cells, and one time scan serves every recurrent member of a tile."""
+    """A GRU or LSTM of any width computed at the largest one (x is zero beyond the member's width, and may be
+    wider than the cells, as a bidirectional member's input is): its weights are laid out with each gate's block
+    at a stride of the largest width, zeros elsewhere, so the padding stays zero through both cells, and one time
+    scan serves every recurrent member of a tile."""
     wmax, gates = max(rows.widths), max(GATES[op] for op in rows.ops)
     candidates = []
     for op in rows.ops:
         for width in rows.widths:
             params = rows.read(op, width, None)
-            candidates.append({"kernel": _gate_blocks(params["input"]["kernel"], GATES[op], gates, wmax),
-                               "bias": _gate_blocks(params["input"]["bias"][None], GATES[op], gates, wmax)[0],
-                               "recurrent": _gate_blocks(params["recurrent"], GATES[op], gates, wmax)})
+            candidates.append({"kernel": _gate_blocks(params["input"]["kernel"], GATES[op], gates, wmax, x.shape[-1]),
+                               "bias": _gate_blocks(params["input"]["bias"][None], GATES[op], gates, wmax, 1)[0],
+                               "recurrent": _gate_blocks(params["recurrent"], GATES[op], gates, wmax, wmax)})
     params = select(rows.op * len(rows.widths) + rows.width, candidates)
     is_lstm = jnp.asarray([op == "lstm" for op in rows.ops])[rows.op]
 
@@ -248,9 +249,37 @@ def recurrent_rows(rows: Rows, x, mask, activation):
     return hs.swapaxes(0, 1)
 
 
-def _gate_blocks(kernel: jax.Array, gates: int, slots: int, wmax: int) -> jax.Array:
-    """[r, gates * w] (gate blocks side by side) -> [wmax or 1, slots * wmax], block g at column g * wmax."""
-    rows = 1 if kernel.shape[0] == 1 else wmax
+class Bidirectional(nn.Module):
+    """A GRU or LSTM of half the width read each way, the two states side by side: every position sees the whole
+    text, where one read left to right sees only what came before it. The backward cell reads the reversed
+    sequence, whose padding then comes first and keeps its zero state."""
+
+    width: int
+    cell: str  # "gru" or "lstm"
+
+    @nn.compact
+    def __call__(self, x, mask):
+        forward = Recurrent(self.width // 2, self.cell, name="forward")(x, mask)
+        backward = Recurrent(self.width // 2, self.cell, name="backward")(x[:, ::-1], mask[:, ::-1])
+        return jnp.concatenate([forward, backward[:, ::-1]], axis=-1)
+
+
+def bidirectional_rows(rows: Rows, x, mask, activation):
+    """Both directions through `recurrent_rows`, each at half the tile's one width (this family is computed at
+    each width in tiles of its own)."""
+
+    def direction(name: str) -> Rows:
+        return dataclasses.replace(rows, ops=tuple(op[2:] for op in rows.ops), widths=(rows.widths[0] // 2,),
+                                   read=lambda op, width, variant: rows.read(f"bi{op}", 2 * width, variant)[name])
+
+    forward = recurrent_rows(direction("forward"), x, mask, activation)
+    backward = recurrent_rows(direction("backward"), x[:, ::-1], mask[:, ::-1], activation)
+    return jnp.concatenate([forward, backward[:, ::-1]], axis=-1)
+
+
+def _gate_blocks(kernel: jax.Array, gates: int, slots: int, wmax: int, rows: int) -> jax.Array:
+    """[r, gates * w] (gate blocks side by side) -> [rows, slots * wmax], block g at column g * wmax, zeros in
+    the rows below r."""
     blocks = [jnp.pad(b, ((0, rows - b.shape[0]), (0, wmax - b.shape[1]))) for b in jnp.split(kernel, gates, -1)]
     return jnp.concatenate(blocks + [jnp.zeros_like(blocks[0])] * (slots - gates), axis=-1)
 
@@ -295,6 +324,9 @@ OP_FAMILIES: dict[str, OpFamily] = {
     "recurrent": OpFamily(
         ("gru", "lstm"), None, lambda op, w, _, act: Recurrent(w, op, name="op"),
         lambda op, w, _, length: 4 * GATES[op] * length * w * w, recurrent_rows, any_width=True),
+    "bidirectional": OpFamily(
+        ("bigru", "bilstm"), None, lambda op, w, _, act: Bidirectional(w, op[2:], name="op"),
+        lambda op, w, _, length: 2 * GATES[op[2:]] * length * w * w, bidirectional_rows),
 }
 IDENTITY = "identity"  # the op of a block that passes its input through; it holds no parameters
 OPS = (IDENTITY, *(op for family in OP_FAMILIES.values() for op in family.ops))

@@ -15,7 +15,7 @@ import numpy as np
 
 from evonas.errors import SpaceError
 from evonas.layers import ACTIVATION_FNS, POOLINGS
-from evonas.ops import OPS
+from evonas.ops import IDENTITY, OPS, family_name
 
 Genome = jax.Array  # int32[num_genes]
 
@@ -147,6 +147,9 @@ def _is_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
+# The ops of the default space: every op but the bidirectional cells, which came later and are asked for by name,
+# so that the built-in task's default space, and the histories recorded with it, stay as they were.
+DEFAULT_OPS = tuple(op for op in OPS if op == IDENTITY or family_name(op) != "bidirectional")
 # keyword of text_classifier_space -> (what each choice may be, in words; the test of one choice)
 SPACE_CHOICES = {
     "ops": (f"ops among {list(OPS)}", lambda v: v in OPS),
@@ -188,7 +191,7 @@ def _hashable(value) -> bool:
 
 def text_classifier_space(
     max_blocks: int = 6,
-    ops: Sequence[str] = OPS,
+    ops: Sequence[str] = DEFAULT_OPS,
     activations: Sequence[str] = ACTIVATIONS,
     norms: Sequence[str] = NORMS,
     widths: Sequence[int] = (32, 64, 96, 128),

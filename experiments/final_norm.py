@@ -16,9 +16,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from retrain_length import candidates_run
+from retrain_length import retrain_candidates
 
-from evonas import retrain as retrain_lib
 from evonas.space import text_classifier_space
 
 FINAL_NORMS = ("layernorm", "none")
@@ -43,10 +42,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("experiments/results/final_norm_mr.json"))
     args = parser.parse_args()
     start = time.perf_counter()
-    work = candidates_run(args.run, args.work, SPACE, CANDIDATES, BASE)
-    results = retrain_lib.retrain(work, top_k=len(CANDIDATES), num_seeds=args.seeds, progress=False).results
-    rows = [{"candidate": c, "validation_accuracies": g["validation_accuracies"], "test_accuracies": g["test_accuracies"],
-             "best_steps": g["best_steps"]} for c, g in zip(CANDIDATES, results["genomes"])]
+    results, rows = retrain_candidates(args.run, args.work, args.seeds, SPACE, CANDIDATES, BASE)
     summary = {n: {split: float(np.mean([r[f"{split}_accuracies"] for r in rows if r["candidate"]["final_norm"] == n]))
                    for split in ("validation", "test")} for n in FINAL_NORMS}
     for r in rows:

@@ -63,6 +63,18 @@ def candidates_run(run: Path, work: Path, space=SPACE, candidates=CANDIDATES, ba
     return work
 
 
+def retrain_candidates(run: Path, work: Path, seeds: int, space=SPACE, candidates=CANDIDATES, base=BASE,
+                       epochs: float | None = None):
+    """The candidates retrained side by side in a `candidates_run` of `run` (`--top-k` all of them, `seeds` each,
+    `--epochs`): the results of `evonas.retrain.retrain`, and per candidate its validation and test accuracies and
+    best steps."""
+    results = retrain_lib.retrain(candidates_run(run, work, space, candidates, base), top_k=len(candidates),
+                                  num_seeds=seeds, epochs=epochs, progress=False).results
+    rows = [{"candidate": c, "validation_accuracies": g["validation_accuracies"], "test_accuracies": g["test_accuracies"],
+             "best_steps": g["best_steps"]} for c, g in zip(candidates, results["genomes"])]
+    return results, rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True, help="a finished search run on the dataset")
@@ -74,11 +86,7 @@ def main() -> None:
     rows = []
     for epochs in args.epochs:
         start = time.perf_counter()
-        results = retrain_lib.retrain(candidates_run(args.run, args.work / f"epochs{epochs:g}"), top_k=len(CANDIDATES),
-                          num_seeds=args.seeds, epochs=epochs, progress=False).results
-        genomes = [{"candidate": c, "validation_accuracies": g["validation_accuracies"],
-                    "test_accuracies": g["test_accuracies"], "best_steps": g["best_steps"]}
-                   for c, g in zip(CANDIDATES, results["genomes"])]
+        results, genomes = retrain_candidates(args.run, args.work / f"epochs{epochs:g}", args.seeds, epochs=epochs)
         rows.append({"epochs": epochs, "steps": results["steps"], "eval_every": results["eval_every"],
                      "wall_seconds": time.perf_counter() - start, "genomes": genomes,
                      "mean_validation": float(np.mean([g["validation_accuracies"] for g in genomes])),

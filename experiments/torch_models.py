@@ -78,7 +78,9 @@ def make_op(op: str, width: int, heads: int, expansion: int, activation) -> nn.M
         return Convolution(width, int(op[4:]), activation)
     if op == "gated_mlp":
         return GatedMLP(width, expansion, activation)
-    return Recurrent(width, op)
+    if op in ("gru", "lstm"):
+        return Recurrent(width, op)
+    raise ValueError(f"the PyTorch peer has no op {op!r}")
 
 
 def make_norm(norm: str, width: int) -> nn.Module:

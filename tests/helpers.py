@@ -6,14 +6,12 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
-from evonas.ops import OPS
-
 
 def diverse_genomes(space, num, key):
     """Random genomes, with every op, pooling, width, head count and final norm forced to appear."""
     genomes = np.array(space.sample(key, num))
     for i, genome in enumerate(genomes):
-        genome[space.index("block0_op")] = i % len(OPS)
+        genome[space.index("block0_op")] = i % len(space.gene("block0_op").choices)
         for name in ("pooling", "width", "heads", "positional", "ffn_expansion", "block0_norm", "final_norm"):
             if name not in space.names:
                 continue

@@ -10,7 +10,7 @@ from evonas.data import listops_task
 from evonas.layers import dropout, matmul
 from evonas.member import TrainConfig, loss_fn
 from evonas.models import Architecture, TextClassifier, count_params, forward_flops
-from evonas.ops import OPS
+from evonas.ops import OPS, make_op
 from evonas.population import Population
 from evonas.space import Gene, SearchSpace, text_classifier_space
 from evonas.supernet import PopulationModel
@@ -19,14 +19,14 @@ NUM_GENOMES = len(OPS)  # every op; every pooling, width, head count, positional
 # Two widths and head counts, at most 2 blocks: the member form compiles a branch per width and head count (39 s
 # with the 4 x 4 of the full space, 20 s with 2 x 2), and what it computes is the same for every one of them;
 # each standalone reference compiles on its own, and a third block only makes each compile longer.
-EQUIVALENCE_SPACE = {"max_blocks": 2, "widths": (32, 64), "heads": (1, 2), "final_norms": ("layernorm", "rmsnorm", "none")}
+EQUIVALENCE_SPACE = {"max_blocks": 2, "ops": OPS, "widths": (32, 64), "heads": (1, 2), "final_norms": ("layernorm", "rmsnorm", "none")}
 
 
 # The grouped form with tiles large enough that members of different widths, heads, kernels, expansions and
 # cells share them.
 FORMS = {"member": TrainConfig(form="member"),
          "grouped": TrainConfig(form="grouped", tile_sizes=(("attention", 4), ("conv", 4), ("gated_mlp", 4),
-                                                            ("recurrent", 8)))}
+                                                            ("recurrent", 8), ("bidirectional", 4)))}
 
 
 @pytest.fixture(scope="module")
@@ -127,9 +127,46 @@ def test_standalone_model_has_exact_size_and_counts_flops():
     assert forward_flops(arch, 32, 10) == (8 * 32 * 64 * 64 + 4 * 32 * 32 * 64) + 2 * 32 * 5 * 64 * 64 + 2 * 64 * 10
 
 
+def numpy_gru(params, x):
+    """A GRU read left to right over x [L, F], in NumPy: the reference for `Recurrent`'s cell."""
+    inputs = x @ np.asarray(params["input"]["kernel"]) + np.asarray(params["input"]["bias"])
+    recurrent = np.asarray(params["recurrent"])
+    h, states = np.zeros(recurrent.shape[0], np.float32), []
+    for xt in inputs:
+        xr, xz, xn = np.split(xt, 3)
+        hr, hz, hn = np.split(h @ recurrent, 3)
+        r, z = 1 / (1 + np.exp(-(xr + hr))), 1 / (1 + np.exp(-(xz + hz)))
+        h = (1 - z) * np.tanh(xn + r * hn) + z * h
+        states.append(h)
+    return np.stack(states)
+
+
+def test_bidirectional_gru_reads_each_text_both_ways():
+    """Each real position holds the forward state after it and the backward state of the reversed text (without
+    its padding) at it, each of half the width; `forward_flops` counts both directions."""
+    x = np.asarray(jax.random.normal(jax.random.key(0), (2, 6, 8)), np.float32)
+    lengths = [6, 4]
+    mask = jnp.arange(6)[None] < jnp.asarray(lengths)[:, None]
+    module = make_op("bigru", 8, None, jax.nn.relu)
+    params = module.init(jax.random.key(1), x, mask)["params"]
+    out = np.asarray(module.apply({"params": params}, x, mask))
+    assert out.shape == (2, 6, 8)
+    for row, length in enumerate(lengths):
+        text = x[row, :length]
+        forward = numpy_gru(params["forward"], text)
+        backward = numpy_gru(params["backward"], text[::-1])[::-1]
+        np.testing.assert_allclose(out[row, :length], np.concatenate([forward, backward], -1), rtol=1e-5, atol=1e-6)
+    space = text_classifier_space(max_blocks=1, ops=("bigru", "gru"), widths=(64,))
+    genomes = np.zeros((2, space.num_genes), np.int32)
+    genomes[1, space.index("block0_op")] = 1
+    bigru, gru = (Architecture.from_genome(space, genome) for genome in genomes)
+    head = 2 * 64 * 10
+    assert forward_flops(bigru, 32, 10) - head == (forward_flops(gru, 32, 10) - head) // 2
+
+
 @pytest.mark.slow
 def test_padding_does_not_change_a_models_output():
-    space = text_classifier_space(max_blocks=2, widths=(16, 32))
+    space = text_classifier_space(max_blocks=2, ops=OPS, widths=(16, 32))
     genomes = np.array(diverse_genomes(space, len(OPS) // 2, jax.random.key(5)))
     genomes[:, space.index("num_blocks")] = 1  # two blocks each: every op in one of them
     genomes[:, space.index("block1_op")] = np.arange(len(OPS) // 2, len(OPS))

@@ -93,7 +93,7 @@ def test_bfloat16_compute_stays_close_to_float32(form):
     and gradients pointing the same way (cosine > 0.99) as float32 compute, for members of every op, in both
     population forms."""
     task = listops_task(seed=2, num_train=32, num_validation=8, num_test=8, max_length=16, max_depth=2)
-    space = text_classifier_space(max_blocks=2, widths=(16,), heads=(2,))  # every op; one width compiles faster
+    space = text_classifier_space(max_blocks=2, ops=OPS, widths=(16,), heads=(2,))  # every op; one width compiles faster
     model = PopulationModel(space, task.vocab_size, task.max_length, task.num_classes)
     genomes = diverse_genomes(space, len(OPS), jax.random.key(6))
     tokens, labels = jnp.asarray(task.train.tokens[:16]), jnp.asarray(task.train.labels[:16])
