@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from evonas.layers import Params, dropout, padded_norm, pool, select_activation, sinusoidal_positions
+from evonas.models import HEAD_DROPOUT_KEY
 from evonas.ops import IDENTITY, OP_FAMILIES, Rows
 from evonas.supernet import PopulationModel
 
@@ -177,6 +178,10 @@ class GroupedModel:
         x = padded_norm(x, final_kind[:, None, None, None], {"layernorm": final, "rmsnorm": final},
                         widths[:, None, None, None])
         pooled = self._pool(x, mask, gene("pooling"))
+        if "head_dropout" in model.choices and dropout_key is not None:
+            head_rate = jnp.asarray(model.choices["head_dropout"])[gene("head_dropout")]
+            keys = jax.vmap(lambda key: jax.random.fold_in(key, HEAD_DROPOUT_KEY))(jnp.broadcast_to(dropout_key, (num,)))
+            pooled = jax.vmap(dropout)(pooled, head_rate, keys, widths)
         head = stored["head"]
         return jnp.einsum("pbw,pwc->pbc", pooled, head["kernel"]) + head["bias"][:, None, :]
 

@@ -41,6 +41,7 @@ class Architecture:
     weight_decay: float
     optimizer: str
     final_norm: str = "layernorm"  # between the last block and the pooling; a space without the gene has this
+    head_dropout: float = 0.0  # of the pooled features; a space without the gene has none
 
     @classmethod
     def from_genome(cls, space: SearchSpace, genome) -> "Architecture":
@@ -107,7 +108,14 @@ class TextClassifier(nn.Module):
             x = Block(block, arch.width, variant, arch.dropout, name=f"block{i}")(x, mask, key)
         final_norm = make_norm(arch.final_norm, name="final_norm")
         x = x if final_norm is None else final_norm(x)
-        return Dense(self.num_classes, name="head")(pool(x, mask, arch.pooling))
+        pooled = pool(x, mask, arch.pooling)
+        if arch.head_dropout and dropout_key is not None:
+            pooled = dropout(pooled, arch.head_dropout, jax.random.fold_in(dropout_key, HEAD_DROPOUT_KEY))
+        return Dense(self.num_classes, name="head")(pooled)
+
+
+# The dropout key of the pooled features is the model's folded with this; block i folds in i (< space.MAX_BLOCKS).
+HEAD_DROPOUT_KEY = 1 << 20
 
 
 def positional_table(module: nn.Module, positional: str, length: int, width: int) -> jax.Array:

@@ -160,6 +160,7 @@ SPACE_CHOICES = {
     "heads": ("integers of at least 1", lambda v: _is_int(v) and 1 <= v <= MAX_WIDTH),
     "ffn_expansions": ("integers from 1 to 16", lambda v: _is_int(v) and 1 <= v <= 16),
     "dropouts": ("numbers in [0, 1)", lambda v: _is_number(v) and 0 <= v < 1),
+    "head_dropouts": ("numbers in [0, 1)", lambda v: _is_number(v) and 0 <= v < 1),
     "positionals": (f"positional encodings among {list(POSITIONALS)}", lambda v: v in POSITIONALS),
     "poolings": (f"poolings among {list(POOLINGS)}", lambda v: v in POOLINGS),
     "learning_rates": ("numbers above 0 and at most 10", lambda v: _is_number(v) and 0 < v <= 10),
@@ -204,6 +205,7 @@ def text_classifier_space(
     weight_decays: Sequence[float] = (0.0, 1e-4, 1e-2),
     optimizers: Sequence[str] = OPTIMIZERS,
     final_norms: Sequence[str] | None = None,
+    head_dropouts: Sequence[float] | None = None,
 ) -> SearchSpace:
     """The text-classifier space that `evonas.models` decodes (its ops: `evonas.ops.OP_FAMILIES`); narrow any
     gene by passing fewer choices.
@@ -211,6 +213,8 @@ def text_classifier_space(
     `final_norms` adds a gene for the norm between the last block and the pooling; without it every model has a
     LayerNorm there. Without one, a bag of words keeps each word vector's length, which is how much the word
     counts: on MR's validation split that was worth about a point (experiments/README.md, "The final norm on MR").
+    `head_dropouts` adds a gene for the dropout rate of the pooled features before the head, as Kim (2014)'s CNN
+    has it; without it they are not dropped.
 
     Raises:
         SpaceError: naming the keyword and what it allows.
@@ -224,6 +228,7 @@ def text_classifier_space(
     (ops, activations, norms, widths, heads, ffn_expansions, dropouts, positionals, poolings, learning_rates,
      weight_decays, optimizers) = (_checked_choices(name, value) for name, value in given.items())
     final = () if final_norms is None else (Gene("final_norm", _checked_choices("final_norms", final_norms)),)
+    head = () if head_dropouts is None else (Gene("head_dropout", _checked_choices("head_dropouts", head_dropouts)),)
     for width in widths:
         for head_count in heads:
             if width % head_count:
@@ -244,6 +249,7 @@ def text_classifier_space(
         Gene("positional", tuple(positionals)),
         Gene("pooling", tuple(poolings)),
         *final,
+        *head,
         Gene("learning_rate", tuple(learning_rates)),
         Gene("weight_decay", tuple(weight_decays)),
         Gene("optimizer", tuple(optimizers)),

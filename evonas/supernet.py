@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from evonas.layers import ACTIVATION_FNS, Dense, Params, dropout, pool, sinusoidal_positions
-from evonas.models import Architecture, TextClassifier, count_params, make_norm, module_param_shapes
+from evonas.models import HEAD_DROPOUT_KEY, Architecture, TextClassifier, count_params, make_norm, module_param_shapes
 from evonas.ops import IDENTITY, OP_FAMILIES, family_name, make_op
 from evonas.space import SearchSpace
 
@@ -182,6 +182,8 @@ class PopulationModel:
         x = finals[0](x) if len(finals) == 1 else checkpointed_switch(self.final_norm_index(genome), finals, x)
         poolings = [functools.partial(pool, pooling=p) for p in self.choices["pooling"]]
         pooled = checkpointed_switch(self._index(genome, "pooling"), poolings, x, mask)
+        if "head_dropout" in self.choices and dropout_key is not None:
+            pooled = dropout(pooled, self.value(genome, "head_dropout"), jax.random.fold_in(dropout_key, HEAD_DROPOUT_KEY))
         head = take(stored["head"], module_param_shapes("head", width, num_classes=self.num_classes))
         return Dense(self.num_classes).apply({"params": head}, pooled)
 

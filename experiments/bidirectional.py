@@ -15,8 +15,7 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-from retrain_length import retrain_candidates
+from retrain_length import print_rows, retrain_candidates
 
 from evonas.space import text_classifier_space
 
@@ -39,11 +38,7 @@ def main() -> None:
     args = parser.parse_args()
     start = time.perf_counter()
     results, rows = retrain_candidates(args.run, args.work, args.seeds, SPACE, CANDIDATES, BASE)
-    for r in rows:
-        c = r["candidate"]
-        print(f"{c['block0_op']:>6} w{c['width']:<3} {c['pooling']:<4}: validation "
-              f"{np.mean(r['validation_accuracies']):.4f}, test {np.mean(r['test_accuracies']):.4f} "
-              f"± {np.std(r['test_accuracies'], ddof=1):.4f}")
+    print_rows(rows, ("block0_op", "width"))
     args.out.write_text(json.dumps({"run": str(args.run), "seeds": args.seeds, "steps": results["steps"],
                                     "eval_every": results["eval_every"], "rows": rows,
                                     "wall_seconds": time.perf_counter() - start}, indent=2) + "\n")

@@ -75,6 +75,14 @@ def retrain_candidates(run: Path, work: Path, seeds: int, space=SPACE, candidate
     return results, rows
 
 
+def print_rows(rows: list[dict], genes: tuple[str, ...]) -> None:
+    """One line per retrained candidate: the `genes` that tell it apart, mean validation and test accuracy."""
+    for r in rows:
+        label = " ".join(f"{gene}={r['candidate'][gene]}" for gene in genes)
+        print(f"{label}: validation {np.mean(r['validation_accuracies']):.4f}, test "
+              f"{np.mean(r['test_accuracies']):.4f} ± {np.std(r['test_accuracies'], ddof=1):.4f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True, help="a finished search run on the dataset")

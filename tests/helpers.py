@@ -8,11 +8,12 @@ import numpy as np
 
 
 def diverse_genomes(space, num, key):
-    """Random genomes, with every op, pooling, width, head count and final norm forced to appear."""
+    """Random genomes, with every op, pooling, width, head count, final norm and head dropout forced to appear."""
     genomes = np.array(space.sample(key, num))
     for i, genome in enumerate(genomes):
         genome[space.index("block0_op")] = i % len(space.gene("block0_op").choices)
-        for name in ("pooling", "width", "heads", "positional", "ffn_expansion", "block0_norm", "final_norm"):
+        for name in ("pooling", "width", "heads", "positional", "ffn_expansion", "block0_norm", "final_norm",
+                     "head_dropout"):
             if name not in space.names:
                 continue
             genome[space.index(name)] = i % len(space.gene(name).choices)

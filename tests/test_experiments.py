@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import load_experiment
+from helpers import EXPERIMENTS, load_experiment
 
 from evonas.datasets import load_text_task
 from evonas.models import Architecture
@@ -90,6 +90,18 @@ def test_retrain_length_candidates_are_distinct_genomes_of_its_space_in_fitness_
     assert [r["fitness"] for r in records] == sorted((r["fitness"] for r in records), reverse=True)
     kim = Architecture.from_genome(retrain_length.SPACE, np.array(genomes[0]))
     assert ([b.op for b in kim.blocks], kim.width, kim.dropout, kim.pooling) == (["conv3"], 128, 0.5, "max")
+
+
+def test_head_dropout_study_pairs_each_winner_with_and_without_the_dropout(monkeypatch):
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))  # it imports retrain_length, as when run from experiments/
+    study, retrain_length = load_experiment("head_dropout"), load_experiment("retrain_length")
+    for dataset, winners in study.GENOMES.items():
+        candidates = [g | {"head_dropout": rate} for g in winners for rate in study.RATES]
+        records = [json.loads(line) for line in retrain_length.history_lines(study.SPACE, candidates, study.BASE)]
+        archs = [Architecture.from_genome(study.SPACE, np.array(r["genome"])) for r in records]
+        assert len({tuple(r["genome"]) for r in records}) == len(candidates), dataset
+        assert [a.head_dropout for a in archs] == list(study.RATES) * len(winners)
+        assert all(len(a.blocks) == 1 for a in archs)
 
 
 def test_cnn_rand_caps_each_class_weight_vector_at_norm_three_and_keeps_smaller_ones():

@@ -19,7 +19,8 @@ NUM_GENOMES = len(OPS)  # every op; every pooling, width, head count, positional
 # Two widths and head counts, at most 2 blocks: the member form compiles a branch per width and head count (39 s
 # with the 4 x 4 of the full space, 20 s with 2 x 2), and what it computes is the same for every one of them;
 # each standalone reference compiles on its own, and a third block only makes each compile longer.
-EQUIVALENCE_SPACE = {"max_blocks": 2, "ops": OPS, "widths": (32, 64), "heads": (1, 2), "final_norms": ("layernorm", "rmsnorm", "none")}
+EQUIVALENCE_SPACE = {"max_blocks": 2, "ops": OPS, "widths": (32, 64), "heads": (1, 2),
+                     "final_norms": ("layernorm", "rmsnorm", "none"), "head_dropouts": (0.0, 0.5)}
 
 
 # The grouped form with tiles large enough that members of different widths, heads, kernels, expansions and

@@ -12,7 +12,7 @@ from evonas.space import SPACE_CHOICES, SearchSpace, text_classifier_space
 # What each keyword's choices are drawn from when they are meant to be valid: the allowed names, or numbers
 # that are valid as well as some that are not.
 VALID_POOLS = {
-    "ops": ["identity", "attention", "conv3", "conv5", "conv7", "gated_mlp", "gru", "lstm"],
+    "ops": ["identity", "attention", "conv3", "conv5", "conv7", "gated_mlp", "gru", "lstm", "bigru", "bilstm"],
     "activations": ["relu", "gelu", "swish", "tanh"],
     "norms": ["layernorm", "rmsnorm", "none"],
     "final_norms": ["layernorm", "rmsnorm", "none"],
@@ -20,6 +20,7 @@ VALID_POOLS = {
     "heads": [1, 2, 4, 8, 3, 0],
     "ffn_expansions": [1, 2, 4, 0, 17],
     "dropouts": [0.0, 0.1, 0.2, 0.5, 1.0, -0.1],
+    "head_dropouts": [0.0, 0.5, 1.0, -0.1],
     "positionals": ["learned", "sinusoidal", "none"],
     "poolings": ["mean", "max", "first", "last"],
     "learning_rates": [1e-4, 3e-4, 1e-3, 0.0, 20.0],
