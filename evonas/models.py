@@ -88,6 +88,10 @@ class Block(nn.Module):
         return (x + dropout(h, self.dropout_rate, dropout_key)) * mask[..., None]
 
 
+# The dropout key of the pooled features is the model's folded with this; block i folds in i (< space.MAX_BLOCKS).
+HEAD_DROPOUT_KEY = 1 << 20
+
+
 class TextClassifier(nn.Module):
     """The exact-size standalone model of one architecture: token ids [B, L] -> logits [B, C]."""
 
@@ -112,10 +116,6 @@ class TextClassifier(nn.Module):
         if arch.head_dropout and dropout_key is not None:
             pooled = dropout(pooled, arch.head_dropout, jax.random.fold_in(dropout_key, HEAD_DROPOUT_KEY))
         return Dense(self.num_classes, name="head")(pooled)
-
-
-# The dropout key of the pooled features is the model's folded with this; block i folds in i (< space.MAX_BLOCKS).
-HEAD_DROPOUT_KEY = 1 << 20
 
 
 def positional_table(module: nn.Module, positional: str, length: int, width: int) -> jax.Array:

@@ -10,12 +10,9 @@ together by `evonas.retrain.retrain` (`--top-k`, every candidate and seed in one
 its best validation step): the rule `evonas retrain` follows. Test accuracy is read, never used to pick.
 """
 
-import argparse
-import json
 import time
-from pathlib import Path
 
-from retrain_length import print_rows, retrain_candidates
+from retrain_length import print_rows, retrain_candidates, save_study, study_parser
 
 from evonas.space import text_classifier_space
 
@@ -30,19 +27,11 @@ CANDIDATES = [g | {"block0_op": op} for g in GENOMES for op in OPS]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, required=True, help="a finished search run on the dataset")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/bidirectional"))
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=Path("experiments/results/bidirectional_sst2.json"))
-    args = parser.parse_args()
+    args = study_parser(__doc__, "/tmp/bidirectional", "experiments/results/bidirectional_sst2.json").parse_args()
     start = time.perf_counter()
     results, rows = retrain_candidates(args.run, args.work, args.seeds, SPACE, CANDIDATES, BASE)
     print_rows(rows, ("block0_op", "width"))
-    args.out.write_text(json.dumps({"run": str(args.run), "seeds": args.seeds, "steps": results["steps"],
-                                    "eval_every": results["eval_every"], "rows": rows,
-                                    "wall_seconds": time.perf_counter() - start}, indent=2) + "\n")
-
+    save_study(args, results, rows, start)
 
 if __name__ == "__main__":
     main()

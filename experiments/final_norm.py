@@ -10,13 +10,10 @@ retrained together by `evonas.retrain.retrain` (`--top-k`, every candidate and s
 keeping its best validation step): the rule `evonas retrain` follows. Test accuracy is read, never used to pick.
 """
 
-import argparse
-import json
 import time
-from pathlib import Path
 
 import numpy as np
-from retrain_length import retrain_candidates
+from retrain_length import print_rows, retrain_candidates, save_study, study_parser
 
 from evonas.space import text_classifier_space
 
@@ -35,27 +32,16 @@ CANDIDATES = [g | {"final_norm": n} for g in GENOMES for n in FINAL_NORMS]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, required=True, help="a finished search run on the dataset")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/final-norm"))
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=Path("experiments/results/final_norm_mr.json"))
-    args = parser.parse_args()
+    args = study_parser(__doc__, "/tmp/final-norm", "experiments/results/final_norm_mr.json").parse_args()
     start = time.perf_counter()
     results, rows = retrain_candidates(args.run, args.work, args.seeds, SPACE, CANDIDATES, BASE)
     summary = {n: {split: float(np.mean([r[f"{split}_accuracies"] for r in rows if r["candidate"]["final_norm"] == n]))
                    for split in ("validation", "test")} for n in FINAL_NORMS}
-    for r in rows:
-        c = r["candidate"]
-        print(f"{c['block0_op']:>8} w{c['width']:<3} {c['pooling']:<4} {c['final_norm']:<9}: validation "
-              f"{np.mean(r['validation_accuracies']):.4f}, test {np.mean(r['test_accuracies']):.4f}")
+    print_rows(rows, ("block0_op", "width", "pooling", "final_norm"))
     for n, s in summary.items():
         print(f"final norm {n}: validation {s['validation']:.4f}, test {s['test']:.4f} (mean over {len(GENOMES)} "
               f"genomes x {args.seeds} seeds)")
-    args.out.write_text(json.dumps({"run": str(args.run), "seeds": args.seeds, "steps": results["steps"],
-                                    "eval_every": results["eval_every"], "rows": rows, "summary": summary,
-                                    "wall_seconds": time.perf_counter() - start}, indent=2) + "\n")
-
+    save_study(args, results, rows, start, summary=summary)
 
 if __name__ == "__main__":
     main()

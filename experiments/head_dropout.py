@@ -12,12 +12,9 @@ each member keeping its best validation step): the rule `evonas retrain` follows
 to pick.
 """
 
-import argparse
-import json
 import time
-from pathlib import Path
 
-from retrain_length import print_rows, retrain_candidates
+from retrain_length import print_rows, retrain_candidates, save_study, study_parser
 
 from evonas.space import text_classifier_space
 
@@ -38,21 +35,14 @@ GENOMES = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, required=True, help="a finished search run on the dataset")
+    parser = study_parser(__doc__, "/tmp/head-dropout", "experiments/results/head_dropout_sst2.json")
     parser.add_argument("--dataset", choices=sorted(GENOMES), default="sst2")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/head-dropout"))
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=Path("experiments/results/head_dropout_sst2.json"))
     args = parser.parse_args()
     start = time.perf_counter()
     candidates = [g | {"head_dropout": rate} for g in GENOMES[args.dataset] for rate in RATES]
     results, rows = retrain_candidates(args.run, args.work, args.seeds, SPACE, candidates, BASE)
     print_rows(rows, ("block0_op", "width", "head_dropout"))
-    args.out.write_text(json.dumps({"run": str(args.run), "dataset": args.dataset, "seeds": args.seeds,
-                                    "steps": results["steps"], "eval_every": results["eval_every"], "rows": rows,
-                                    "wall_seconds": time.perf_counter() - start}, indent=2) + "\n")
-
+    save_study(args, results, rows, start, dataset=args.dataset)
 
 if __name__ == "__main__":
     main()

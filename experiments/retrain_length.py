@@ -75,6 +75,23 @@ def retrain_candidates(run: Path, work: Path, seeds: int, space=SPACE, candidate
     return results, rows
 
 
+def study_parser(doc: str, work: str, out: str) -> argparse.ArgumentParser:
+    """The options of a study that retrains hand-picked candidates on a finished run's data."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--run", type=Path, required=True, help="a finished search run on the dataset")
+    parser.add_argument("--work", type=Path, default=Path(work))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=Path(out))
+    return parser
+
+
+def save_study(args: argparse.Namespace, results: dict, rows: list[dict], start: float, **extra) -> None:
+    """A study's JSON at `args.out`: its run, seeds, retrain steps, rows, `extra` and wall time since `start`."""
+    args.out.write_text(json.dumps({"run": str(args.run), "seeds": args.seeds, "steps": results["steps"],
+                                    "eval_every": results["eval_every"], "rows": rows, **extra,
+                                    "wall_seconds": time.perf_counter() - start}, indent=2) + "\n")
+
+
 def print_rows(rows: list[dict], genes: tuple[str, ...]) -> None:
     """One line per retrained candidate: the `genes` that tell it apart, mean validation and test accuracy."""
     for r in rows:
