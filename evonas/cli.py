@@ -77,6 +77,9 @@ def _retrain_parser(subparsers):
                         "a multiple of 25 (default: 12 x the search's epochs, where it had them)")
     parser.add_argument("--with-validation", action="store_true", help="train on train + validation; the search's "
                         "best genome and its first seed are then exported")
+    parser.add_argument("--refit", action=argparse.BooleanOptionalAction, help="train the genome that validation "
+                        "chose again on train + validation, for the epochs of its median best step, and report that "
+                        "model's test accuracy (default: on where the search set its steps by epochs)")
     parser.add_argument("--warmup-fraction", type=float, default=0.05, help="share of the steps over which the "
                         "learning rate warms up from 0, before its cosine decay to 0 (default %(default)s)")
     parser.add_argument("--eval-every", type=int, help="steps between validation scores; each member keeps its best "
@@ -331,7 +334,7 @@ def _retrain(args) -> int:
     results = retrain(args.run_dir, top_k=args.top_k, num_seeds=args.seeds, steps=args.steps,
                       with_validation=args.with_validation, progress=not args.quiet,
                       warmup_fraction=args.warmup_fraction, eval_every=args.eval_every,
-                      epochs=args.epochs, tune=args.tune, folds=args.folds).results
+                      epochs=args.epochs, tune=args.tune, folds=args.folds, refit=args.refit).results
     out = Path(args.run_dir).resolve() / "retrain"
     if args.folds is not None:
         for fold in results["folds"]:
@@ -349,6 +352,10 @@ def _retrain(args) -> int:
         print(f"rank {genome['rank']} (search child {genome['search_id']}, {genome['params']:,} parameters): test "
               f"accuracy {genome['test_accuracy_mean']:.4f} {spread}, {results['steps']} steps, best validation "
               f"at steps {genome['best_steps']}")
+    if refit := results["refit"]:
+        print(f"refit rank {refit['rank']} on train + validation for {refit['steps']} steps ({refit['epochs']:.1f} "
+              f"epochs): test accuracy {refit['test_accuracy_mean']:.4f}"
+              + (f" ± {refit['test_accuracy_std']:.4f}" if refit["test_accuracy_std"] is not None else ""))
     exported = results["exported"]
     print(f"exported rank {exported['rank']}, seed {exported['seed']} (test accuracy {exported['test_accuracy']:.4f}) "
           f"to {out / exported['path']}; results in {out / 'results.json'}")

@@ -22,6 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from evonas import folds as folding
+from evonas import retrain_results as scoring
 from evonas import run_dir as run_dirs
 from evonas import tune as tuning
 from evonas.budget import RETRAIN_EPOCHS_FACTOR, steps_for
@@ -30,7 +31,7 @@ from evonas.errors import InputError, RunDirError
 from evonas.export import export_model
 from evonas.fitness import is_candidate
 from evonas.layers import Params
-from evonas.models import Architecture, count_params
+from evonas.models import Architecture
 from evonas.population import Population
 from evonas.search import SearchConfig, load_task, saved_config
 from evonas.sharding import memory_budget_bytes
@@ -112,7 +113,7 @@ def top_genomes(history: list[dict[str, Any]], top_k: int) -> list[dict[str, Any
 def retrain(run_dir: str | Path, top_k: int = 1, num_seeds: int = 3, steps: int | None = None,
             with_validation: bool = False, progress: bool = True, warmup_fraction: float = WARMUP_FRACTION,
             eval_every: int | None = None, epochs: float | None = None, tune: int | None = None,
-            folds: int | None = None) -> Retrained:
+            folds: int | None = None, refit: bool | None = None) -> Retrained:
     """Retrains the run's top genomes from scratch, writes `retrain/results.json` and exports `retrain/model/`.
 
     Each member's learning rate (its genome's) warms up linearly from 0 over `warmup_fraction` of the steps,
@@ -141,6 +142,11 @@ def retrain(run_dir: str | Path, top_k: int = 1, num_seeds: int = 3, steps: int 
         folds: K-fold cross-validation (`evonas.folds`) over all labelled data instead of the task's splits:
             the retrain (and tuning) runs once per fold, nothing is exported, and the top-level test accuracy
             is the mean ± sample std over folds of each fold's chosen genome's mean over seeds. None: no folds.
+        refit: once validation has chosen the genome and, by its seeds' median best step, how long to train it,
+            train that genome again from scratch, same seeds, on train + validation for as many epochs
+            (`refit_steps`), its schedule over those steps, and score test at the last step: the top-level test
+            accuracies and the exported model are then the refit's. None: refit when the search set its steps
+            by epochs (real text's defaults) and `with_validation` is off.
 
     Returns:
         The population, its genomes and trained states, and the results written to `results.json` (with
@@ -161,7 +167,10 @@ def retrain(run_dir: str | Path, top_k: int = 1, num_seeds: int = 3, steps: int 
         raise InputError(f"--epochs must be a number above 0 and at most 10,000, got {epochs}")
     if epochs is not None and steps is not None:
         raise InputError("give --steps or --epochs, not both: epochs set the steps")
+    if refit and with_validation:
+        raise InputError("give --refit or --with-validation, not both: a refit already trains on train + validation")
     run = load_run(run_dir)
+    refit = run.config.epochs is not None and not with_validation if refit is None else refit
     records = top_genomes(run.history, top_k)
     if tune is not None:
         tuning.settings(run.space, records[0]["genome"], tune)  # checks --tune before any data or training
@@ -193,8 +202,9 @@ def retrain(run_dir: str | Path, top_k: int = 1, num_seeds: int = 3, steps: int 
                                        schedule_steps=steps, warmup_fraction=warmup_fraction)
     population = Population(model, train_config)
     budget = memory_budget_bytes() if run.config.memory_budget_gb is None else int(run.config.memory_budget_gb * 2**30)
-    fit = functools.partial(_fit, population, steps=steps, eval_every=eval_every, chunk=population.chunk_size(budget),
-                            progress=progress)
+    chunk = population.chunk_size(budget)
+    fit = functools.partial(_fit, population, steps=steps, eval_every=eval_every, chunk=chunk, progress=progress)
+    refits: dict[int, Population] = {}  # by steps
     finished = []
     for fold, (train, validation, test) in enumerate(parts):
         tuned, trained = None, records
@@ -204,25 +214,42 @@ def retrain(run_dir: str | Path, top_k: int = 1, num_seeds: int = 3, steps: int 
         train_split = _concatenate(train, validation) if with_validation else train
         fitted, genomes = fit([r["genome"] for r in trained], num_seeds, train_split, validation, test,
                               with_validation, desc="retrain" if folds is None else f"fold {fold}")
-        finished.append((trained, tuned, fitted, genomes, _per_seed(fitted, num_seeds, top_k)))
+        per_seed = scoring.per_seed(fitted, num_seeds, top_k)
+        refitted = None
+        if refit:
+            chosen, _ = scoring.best_by_validation(per_seed)
+            refit_to = scoring.refit_steps(per_seed["best_step"][chosen], len(train.labels), len(validation.labels),
+                                   steps_per_call)
+            if refit_to not in refits:  # its schedule spans its steps: one compiled program per length
+                refits[refit_to] = Population(model, dataclasses.replace(train_config, schedule_steps=refit_to))
+            refitted, _ = _fit(refits[refit_to], [trained[chosen]["genome"]], num_seeds, _concatenate(train, validation),
+                               validation, test, True, steps=refit_to, eval_every=steps_per_call, chunk=chunk,
+                               progress=progress, desc="refit" if folds is None else f"fold {fold} refit")
+            refitted |= {"rank": chosen, "steps": refit_to, "per_seed": scoring.per_seed(refitted, num_seeds, 1)}
+        finished.append((trained, tuned, fitted, genomes, per_seed, refitted))
 
-    records, tuned, fitted, genomes, per_seed = finished[-1]
-    chosen, seed_index = (0, 0) if with_validation else _best_by_validation(per_seed)
+    records, tuned, fitted, genomes, per_seed, refitted = finished[-1]
+    chosen, seed_index = (0, 0) if with_validation else scoring.best_by_validation(per_seed)
+    final = fitted if refitted is None else refitted  # the trained models whose test accuracy is reported
     out = run.path / "retrain"
     if folds is None:
-        member = seed_index * top_k + chosen
+        member = seed_index if refitted else seed_index * top_k + chosen
         arch = Architecture.from_genome(run.space, records[chosen]["genome"])
         export_model(out / "model", run.space, records[chosen]["genome"],
-                     model.extract(arch, jax.tree.map(lambda a: a[member], fitted["params"])), task.tokenizer,
+                     model.extract(arch, jax.tree.map(lambda a: a[member], final["params"])), task.tokenizer,
                      task.label_names)
     else:
         out.mkdir(exist_ok=True)
 
-    genome_results = [_genome_result(run.space, model, record, per_seed, rank) for rank, record in enumerate(records)]
+    genome_results = [scoring.genome_result(run.space, model, record, per_seed, rank)
+                      for rank, record in enumerate(records)]
     best = genome_results[chosen]
+    refit_result = refitted and scoring.refit_result(refitted, len(train_split.labels) + len(validation.labels),
+                                              run.config.batch_size)
+    reported = best if refitted is None else refit_result
     results = {
-        **{key: best[key] for key in ("genome", "architecture", "test_accuracy_mean", "test_accuracy_std",
-                                      "test_accuracies", "validation_accuracies")},
+        **{key: best[key] for key in ("genome", "architecture", "validation_accuracies")},
+        **{key: reported[key] for key in ("test_accuracy_mean", "test_accuracy_std", "test_accuracies")},
         "seeds": list(range(num_seeds)),
         "steps": steps,
         "epochs": epochs,
@@ -230,20 +257,23 @@ def retrain(run_dir: str | Path, top_k: int = 1, num_seeds: int = 3, steps: int 
         "eval_every": None if with_validation else eval_every,
         "batch_size": run.config.batch_size,
         "with_validation": with_validation,
-        "exported": {"rank": chosen, "seed": seed_index, "path": "model",
-                     "test_accuracy": best["test_accuracies"][seed_index],
+        "exported": {"rank": chosen, "seed": seed_index, "path": "model", "refit": refitted is not None,
+                     "test_accuracy": reported["test_accuracies"][seed_index],
                      "validation_accuracy": best["validation_accuracies"][seed_index],
-                     "best_step": best["best_steps"][seed_index]},
+                     "best_step": best["best_steps"][seed_index] if refitted is None else refitted["steps"]},
+        "refit": refit_result,
         "genomes": genome_results,
         "tuning": tuned and tuned["report"],
-        "compilations": population.traces,
+        "compilations": population.traces + sum(p.traces for p in refits.values()),
         "wall_seconds": time.perf_counter() - start,
     }
     if folds is not None:
-        results |= _fold_results(run.space, model, finished, with_validation, fold_seed)
+        results |= scoring.fold_results(run.space, model, finished, with_validation, fold_seed)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    return Retrained(population, genomes, fitted["params"], results,
-                     None if folds is None else [f[2]["params"] for f in finished])
+    if refitted is not None:
+        genomes = np.asarray([records[chosen]["genome"]] * num_seeds, np.int32)
+    return Retrained(population if refitted is None else refits[refitted["steps"]], genomes, final["params"], results,
+                     None if folds is None else [(f[2] if f[5] is None else f[5])["params"] for f in finished])
 
 
 def _fit(population: Population, genomes: list, num_seeds: int, train: TextSplit, validation: TextSplit,
@@ -271,12 +301,6 @@ def _fit(population: Population, genomes: list, num_seeds: int, train: TextSplit
     return fitted, members
 
 
-def _per_seed(fitted: dict[str, Any], num_seeds: int, top_k: int) -> dict[str, np.ndarray]:
-    """Each of val, test, diverged and best_step as [genome rank, seed]."""
-    diverged = ~np.isfinite(fitted["losses"]).all(axis=1) | ~np.isfinite(fitted["test_loss"])
-    return {name: np.asarray(values).reshape(num_seeds, top_k).T for name, values in
-            (("val", fitted["validation_accuracy"]), ("test", fitted["test_accuracy"]), ("diverged", diverged),
-             ("best_step", fitted["best_step"]))}
 
 
 def _tune(space: SearchSpace, fit, genomes: list, num: int, train: TextSplit, validation: TextSplit):
@@ -299,25 +323,10 @@ def _tune(space: SearchSpace, fit, genomes: list, num: int, train: TextSplit, va
     return {"genomes": tuned, "report": report}
 
 
-def _fold_results(space: SearchSpace, model: PopulationModel, finished: list, with_validation: bool,
-                  fold_seed: int) -> dict[str, Any]:
-    """Per fold, its chosen genome's test accuracy (mean over seeds); over folds, their mean ± sample std."""
-    folds = []
-    for fold, (records, tuned, _, _, per_seed) in enumerate(finished):
-        chosen, _ = (0, 0) if with_validation else _best_by_validation(per_seed)
-        result = _genome_result(space, model, records[chosen], per_seed, chosen)
-        folds.append({"fold": fold, "rank": chosen, "genome": result["genome"],
-                      "test_accuracy": result["test_accuracy_mean"], "test_accuracies": result["test_accuracies"],
-                      "validation_accuracies": result["validation_accuracies"], "best_steps": result["best_steps"],
-                      "tuning": tuned and tuned["report"]})
-    accuracies = np.asarray([f["test_accuracy"] for f in folds])
-    searched = finished[0][0][0].get("search_genome", finished[0][0][0]["genome"])  # the search's best genome
-    return {"genome": searched, "architecture": Architecture.from_genome(space, searched).to_dict(),
-            "test_accuracy_mean": float(accuracies.mean()), "test_accuracy_std": float(accuracies.std(ddof=1)),
-            "test_accuracies": [float(a) for a in accuracies],
-            "validation_accuracies": [float(np.mean(f["validation_accuracies"])) for f in folds],
-            "num_folds": len(folds), "fold_seed": fold_seed, "folds": folds, "exported": None, "genomes": [],
-            "tuning": None}
+
+
+
+
 
 
 def default_eval_every(steps: int, steps_per_call: int) -> int:
@@ -329,30 +338,3 @@ def default_eval_every(steps: int, steps_per_call: int) -> int:
 
 def _concatenate(first: TextSplit, second: TextSplit) -> TextSplit:
     return TextSplit(np.concatenate([first.tokens, second.tokens]), np.concatenate([first.labels, second.labels]))
-
-
-def _best_by_validation(per_seed) -> tuple[int, int]:
-    """The genome with the best mean validation accuracy over its seeds, and its best seed; diverged ones last."""
-    validation = np.where(per_seed["diverged"], -np.inf, per_seed["val"])
-    rank = int(validation.mean(axis=1).argmax())
-    return rank, int(validation[rank].argmax())
-
-
-def _genome_result(space: SearchSpace, model: PopulationModel, record: dict[str, Any], per_seed, rank: int):
-    test = per_seed["test"][rank]
-    arch = Architecture.from_genome(space, record["genome"])
-    return {
-        "rank": rank,
-        "search_id": record["id"],
-        "search_fitness": record["fitness"],
-        "genome": record["genome"],
-        **({"search_genome": record["search_genome"]} if "search_genome" in record else {}),  # before --tune
-        "architecture": arch.to_dict(),
-        "params": count_params(model.standalone_shapes(arch)),
-        "test_accuracy_mean": float(test.mean()),
-        "test_accuracy_std": float(test.std(ddof=1)) if len(test) > 1 else None,  # undefined over one seed
-        "test_accuracies": [float(a) for a in test],
-        "validation_accuracies": [float(a) for a in per_seed["val"][rank]],  # at each seed's kept step
-        "best_steps": [int(s) for s in per_seed["best_step"][rank]],  # the step of the kept parameters
-        "diverged": [bool(d) for d in per_seed["diverged"][rank]],
-    }

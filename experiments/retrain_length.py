@@ -66,10 +66,10 @@ def candidates_run(run: Path, work: Path, space=SPACE, candidates=CANDIDATES, ba
 def retrain_candidates(run: Path, work: Path, seeds: int, space=SPACE, candidates=CANDIDATES, base=BASE,
                        epochs: float | None = None):
     """The candidates retrained side by side in a `candidates_run` of `run` (`--top-k` all of them, `seeds` each,
-    `--epochs`): the results of `evonas.retrain.retrain`, and per candidate its validation and test accuracies and
-    best steps."""
+    `--epochs`, each keeping its best validation step, no `--refit`): the results of `evonas.retrain.retrain`, and per
+    candidate its validation and test accuracies and best steps."""
     results = retrain_lib.retrain(candidates_run(run, work, space, candidates, base), top_k=len(candidates),
-                                  num_seeds=seeds, epochs=epochs, progress=False).results
+                                  num_seeds=seeds, epochs=epochs, refit=False, progress=False).results
     rows = [{"candidate": c, "validation_accuracies": g["validation_accuracies"], "test_accuracies": g["test_accuracies"],
              "best_steps": g["best_steps"]} for c, g in zip(candidates, results["genomes"])]
     return results, rows

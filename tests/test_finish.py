@@ -94,10 +94,13 @@ def test_best_setting_is_the_best_validation_one_and_never_a_diverged_one():
 
 
 @pytest.mark.slow
-def test_fold_accuracies_are_those_of_each_folds_kept_parameters(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("refit", [False, True])
+def test_fold_accuracies_are_those_of_each_folds_kept_parameters(tmp_path, monkeypatch, capsys, refit):
+    """Each fold's test accuracies, recomputed here from its kept (or, with a refit, refitted) parameters."""
     run = made_up_run(tmp_path / "run")
-    fitted = retrain(run, num_seeds=2, steps=4, progress=False, folds=3)
+    fitted = retrain(run, num_seeds=2, steps=4, progress=False, folds=3, refit=refit)
     results = json.loads((run / "retrain" / "results.json").read_text())
+    assert all((f["refit_steps"] is not None) == refit for f in results["folds"])
     assert results == json.loads(json.dumps(fitted.results))
     assert results["num_folds"] == 3 and len(results["folds"]) == 3 and results["exported"] is None
     accuracies = [f["test_accuracy"] for f in results["folds"]]

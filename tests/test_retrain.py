@@ -13,6 +13,7 @@ import pytest
 from evonas.cli import main
 from evonas.export import load_model
 from evonas.retrain import default_eval_every, retrain, top_genomes
+from evonas.retrain_results import refit_steps
 from evonas.search import SearchConfig, load_task, run_search
 
 TINY_SPACE = {"max_blocks": 1, "ops": ("attention", "conv3"), "widths": (16,), "heads": (1, 2),
@@ -152,6 +153,56 @@ def test_missing_or_invalid_directories_get_clear_errors(run_dir, retrained, tmp
     not_utf8.write_bytes(b"[SM 1 2 ]\n[MAX 3 \xe9 ]\n")
     assert main(["predict", str(run_dir / "retrain" / "model"), str(not_utf8)]) == 2
     assert "latin1.txt: line 2 is not UTF-8" in capsys.readouterr().err
+
+
+def test_refit_steps_keep_the_epochs_of_the_median_best_step_at_whole_calls():
+    assert refit_steps([100, 300, 200], 900, 100, 25) == 225  # 200 steps over 900 examples = 222 over 1,000
+    assert refit_steps([50, 100], 1000, 0, 25) == 75  # median 75
+    assert refit_steps([5, 5], 1000, 10, 25) == 25  # at least one call
+
+
+@pytest.mark.slow
+def test_refit_trains_the_chosen_genome_again_on_train_and_validation(run_dir, tmp_path):
+    """A refit after a one-genome retrain is the --with-validation retrain of that genome for the refit's steps:
+    the same parameters and test accuracies. With several genomes, validation chooses which one is refitted."""
+    refitted = retrain(copy_of_search(run_dir, tmp_path / "refit"), top_k=1, num_seeds=2, steps=10, refit=True,
+                       progress=False)
+    results = refitted.results
+    task = load_task(CONFIG)
+    steps = refit_steps(results["genomes"][0]["best_steps"], len(task.train.labels), len(task.validation.labels), 5)
+    assert results["refit"]["steps"] == steps and results["refit"]["rank"] == 0
+    reference = retrain(copy_of_search(run_dir, tmp_path / "reference"), top_k=1, num_seeds=2, steps=steps,
+                        with_validation=True, progress=False)
+    for a, b in zip(jax.tree.leaves(refitted.params), jax.tree.leaves(reference.params)):
+        np.testing.assert_array_equal(a, b)
+    assert results["test_accuracies"] == results["refit"]["test_accuracies"] == reference.results["test_accuracies"]
+    assert results["validation_accuracies"] == results["genomes"][0]["validation_accuracies"]  # before the refit
+    exported = results["exported"]
+    assert exported["refit"] and exported["best_step"] == steps
+    logits = load_model(tmp_path / "refit" / "retrain" / "model").logits(task.test.tokens)
+    assert np.mean(logits.argmax(-1) == task.test.labels) == pytest.approx(exported["test_accuracy"])
+    assert exported["test_accuracy"] == results["test_accuracies"][exported["seed"]]
+
+    two = retrain(copy_of_search(run_dir, tmp_path / "two"), top_k=2, num_seeds=2, steps=10, refit=True,
+                  progress=False).results
+    mean_validation = [np.mean(g["validation_accuracies"]) for g in two["genomes"]]
+    assert two["refit"]["rank"] == two["exported"]["rank"] == int(np.argmax(mean_validation))
+    assert two["genome"] == two["genomes"][two["refit"]["rank"]]["genome"]
+    assert two["exported"]["refit"] and two["exported"]["test_accuracy"] in two["refit"]["test_accuracies"]
+
+
+@pytest.mark.slow
+def test_refit_is_the_default_where_the_search_set_steps_by_epochs(run_dir, retrained, tmp_path, capsys):
+    assert retrained.results["refit"] is None  # the built-in task's search: fixed steps
+    run = copy_of_search(run_dir, tmp_path)
+    saved = json.loads((run / "config.json").read_text())
+    saved["config"]["epochs"] = 1.0
+    (run / "config.json").write_text(json.dumps(saved))
+    assert main(["retrain", str(run), "--seeds", "1", "--steps", "5", "--quiet"]) == 0
+    assert "refit rank 0 on train + validation" in capsys.readouterr().out
+    assert json.loads((run / "retrain" / "results.json").read_text())["refit"]["steps"] == 5
+    assert main(["retrain", str(run), "--seeds", "1", "--steps", "5", "--refit", "--with-validation"]) == 2
+    assert "--refit or --with-validation, not both" in capsys.readouterr().err
 
 
 def test_top_genomes_are_distinct_best_first_and_skip_diverged():
