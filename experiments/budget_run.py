@@ -12,7 +12,8 @@ its 7,600-row test file alone, from which train, validation and test are carved 
 the classic baseline on the same splits).
 
 Writes the three commands, their wall times, the load average around each (the machine may be shared), the
-search's summary (its budget decision included) and retrain's results.json.
+search's summary (its budget decision included) and retrain's results.json. The JSON is written after each command;
+with `--resume`, the commands already recorded in `--out` are not run again (e.g. a retrain with newer code).
 """
 
 import argparse
@@ -59,14 +60,24 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--work", type=Path, default=Path("/tmp/mr-budget"))
     parser.add_argument("--out", type=Path, default=Path("experiments/results/mr_budget10.json"))
+    parser.add_argument("--resume", action="store_true", help="skip the commands already recorded in --out")
+    parser.add_argument("--stop-after", choices=("import", "search"), help="stop after this command "
+                        "(then `--resume` runs the rest)")
     args = parser.parse_args()
-    steps = [run(command) for command in commands(args.dataset, args.work, args.minutes)]
-    config = json.loads((args.work / "run" / "config.json").read_text())["config"]
-    results = {"dataset": args.dataset, "steps": steps, "cpus": os.cpu_count(),
-               "config": {k: config[k] for k in ("epochs", "steps", "batch_size", "max_length", "num_children",
-                                                 "children_per_generation", "budget_minutes", "space")},
-               "summary": json.loads((args.work / "run" / "summary.json").read_text()),
-               "retrain": json.loads((args.work / "run" / "retrain" / "results.json").read_text())}
+    done = json.loads(args.out.read_text())["steps"] if args.resume and args.out.is_file() else []
+    results = {"dataset": args.dataset, "steps": [], "cpus": os.cpu_count()}
+    for command in commands(args.dataset, args.work, args.minutes):
+        recorded = [step for step in done if step["command"] == " ".join(command)]
+        results["steps"].append(recorded[0] if recorded else run(command))
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        if args.stop_after in command[1:3]:
+            return
+    run_dir = args.work / "run"
+    config = json.loads((run_dir / "config.json").read_text())["config"]
+    results |= {"config": {k: config[k] for k in ("epochs", "steps", "batch_size", "max_length", "num_children",
+                                                  "children_per_generation", "budget_minutes", "space")},
+                "summary": json.loads((run_dir / "summary.json").read_text()),
+                "retrain": json.loads((run_dir / "retrain" / "results.json").read_text())}
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"test accuracy {results['retrain']['test_accuracy_mean']:.4f} ± {results['retrain']['test_accuracy_std']}")
 
