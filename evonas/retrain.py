@@ -219,7 +219,7 @@ def retrain(run_dir: str | Path, top_k: int = 1, num_seeds: int = 3, steps: int 
         if refit:
             chosen, _ = scoring.best_by_validation(per_seed)
             refit_to = scoring.refit_steps(per_seed["best_step"][chosen], len(train.labels), len(validation.labels),
-                                   steps_per_call)
+                                           steps_per_call)
             if refit_to not in refits:  # its schedule spans its steps: one compiled program per length
                 refits[refit_to] = Population(model, dataclasses.replace(train_config, schedule_steps=refit_to))
             refitted, _ = _fit(refits[refit_to], [trained[chosen]["genome"]], num_seeds, _concatenate(train, validation),
@@ -245,7 +245,7 @@ def retrain(run_dir: str | Path, top_k: int = 1, num_seeds: int = 3, steps: int 
                       for rank, record in enumerate(records)]
     best = genome_results[chosen]
     refit_result = refitted and scoring.refit_result(refitted, len(train_split.labels) + len(validation.labels),
-                                              run.config.batch_size)
+                                                     run.config.batch_size)
     reported = best if refitted is None else refit_result
     results = {
         **{key: best[key] for key in ("genome", "architecture", "validation_accuracies")},
@@ -301,8 +301,6 @@ def _fit(population: Population, genomes: list, num_seeds: int, train: TextSplit
     return fitted, members
 
 
-
-
 def _tune(space: SearchSpace, fit, genomes: list, num: int, train: TextSplit, validation: TextSplit):
     """Each genome's `num` settings, trained side by side on train with the tuning seed and scored on
     validation only; the best validation setting of each genome, and what the tuning saw."""
@@ -321,12 +319,6 @@ def _tune(space: SearchSpace, fit, genomes: list, num: int, train: TextSplit, va
                "chosen": chosen[rank], "chosen_setting": tuning.describe(space, tuned[rank])}
               for rank in range(len(genomes))]
     return {"genomes": tuned, "report": report}
-
-
-
-
-
-
 
 
 def default_eval_every(steps: int, steps_per_call: int) -> int:
