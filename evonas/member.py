@@ -8,7 +8,6 @@ GPUs and TPUs). Both take and return the same member states, and give every memb
 gradients of its standalone model. Functions here see one device's members (`shard_map` splits them).
 """
 
-import collections
 import dataclasses
 import functools
 
@@ -20,7 +19,9 @@ from flax import struct
 from evonas import inherit
 from evonas.grouped import GroupedModel
 from evonas.layers import Params
+from evonas.optimizers import SharedOptimizerState, lr_schedule, make_optimizer
 from evonas.supernet import PopulationModel
+from evonas.width_view import WidthView
 
 
 @struct.dataclass
@@ -38,6 +39,7 @@ class MemberState:
 
 
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
+
 FORMS = ("auto", "member", "grouped")
 
 
@@ -59,6 +61,11 @@ class TrainConfig:
     # `warmup_fraction` of N steps, then decays it by a cosine to 0 at step N (`lr_schedule`).
     schedule_steps: int = 0
     warmup_fraction: float = 0.05
+    # The member form runs a train call's steps on each member's state cut to its width (`evonas.width_view`)
+    # at the widths where that leaves out at least this many stored parameters per member: below it the saving
+    # per step does not pay for the cut's compilation (experiments/README.md, "Members cut to their width").
+    # 0: at every width.
+    width_view_min_saving: int = 2**16
 
     def __post_init__(self):
         if self.compute_dtype not in COMPUTE_DTYPES:
@@ -72,71 +79,6 @@ class TrainConfig:
     def schedule(self) -> optax.Schedule | None:
         """The learning rate's multiplier per step count, or None for a constant rate."""
         return lr_schedule(self.schedule_steps, self.warmup_fraction) if self.schedule_steps else None
-
-
-def lr_schedule(steps: int, warmup_fraction: float) -> optax.Schedule:
-    """A multiplier of the learning rate per step count (optax's, counted in the optimizer state): 0 at step 0,
-    rising linearly to 1 at `round(warmup_fraction * steps)`, then a cosine decay to 0 at `steps`."""
-    warmup = round(warmup_fraction * steps)
-    return optax.warmup_cosine_decay_schedule(0.0, 1.0, warmup, steps, end_value=0.0)
-
-
-def make_optimizer(name: str, learning_rate, weight_decay, clip_norm: float,
-                   schedule: optax.Schedule | None = None) -> optax.GradientTransformation:
-    """The optax optimizer of a genome's training genes; hyperparameters may be traced. With a `schedule`, the
-    rate at step count t is `learning_rate * schedule(t)`; the count lives in the optimizer's state, so one
-    compiled program serves every member and every step."""
-    if schedule is not None:
-        peak = learning_rate
-        learning_rate = lambda count: peak * schedule(count)
-    clip = optax.clip_by_global_norm(clip_norm)
-    if name == "adamw":
-        return optax.chain(clip, optax.adamw(learning_rate, weight_decay=weight_decay))
-    if name == "lion":
-        # Lion's sign updates are ~10x larger than Adam's at the same rate (Chen et al. 2023).
-        lion_rate = (lambda count: learning_rate(count) / 10.0) if callable(learning_rate) else learning_rate / 10.0
-        return optax.chain(clip, optax.lion(lion_rate, weight_decay=weight_decay * 10.0))
-    if name == "sgd":
-        return optax.chain(clip, optax.add_decayed_weights(weight_decay), optax.sgd(learning_rate, momentum=0.9))
-    raise ValueError(f"unknown optimizer {name!r}; choose adamw, lion or sgd")
-
-
-class SharedOptimizerState:
-    """One state layout for every optimizer a genome may pick.
-
-    A member only ever advances its own optimizer, so the choices share storage: each optimizer's state
-    leaves go to storage leaves of the same shape and dtype (Adam's moments to two parameter-shaped trees,
-    Lion's and SGD's momentum to the first). A member then holds one state, not one per choice, and the
-    optimizer switch copies no other choice's state every step.
-    """
-
-    def __init__(self, optimizers: list[optax.GradientTransformation], params: Params):
-        storage = {}  # (shape, dtype, rank among an optimizer's leaves of that shape and dtype) -> position
-        self.treedefs, self.positions = [], []
-        for optimizer in optimizers:
-            leaves, treedef = jax.tree.flatten(jax.eval_shape(optimizer.init, params))
-            seen = collections.Counter()
-            positions = []
-            for leaf in leaves:
-                kind = (leaf.shape, leaf.dtype)
-                positions.append(storage.setdefault((*kind, seen[kind]), len(storage)))
-                seen[kind] += 1
-            self.treedefs.append(treedef)
-            self.positions.append(positions)
-        self.kinds = [(shape, dtype) for shape, dtype, _ in storage]  # in position order
-
-    def empty(self) -> tuple[jax.Array, ...]:
-        return tuple(jnp.zeros(shape, dtype) for shape, dtype in self.kinds)
-
-    def read(self, choice: int, storage: tuple[jax.Array, ...]):
-        """Optimizer `choice`'s optax state."""
-        return jax.tree.unflatten(self.treedefs[choice], [storage[p] for p in self.positions[choice]])
-
-    def write(self, choice: int, state, storage: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
-        storage = list(storage)
-        for position, leaf in zip(self.positions[choice], jax.tree.leaves(state)):
-            storage[position] = leaf
-        return tuple(storage)
 
 
 def loss_fn(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -219,7 +161,13 @@ class Steps:
 
 
 class MemberSteps(Steps):
-    """Members one after another, each through `PopulationModel.apply`'s unbatched switches."""
+    """Members one after another, each through `PopulationModel.apply`'s unbatched switches; a train call runs
+    each member's steps on its state cut to its width (`evonas.width_view`)."""
+
+    def __init__(self, model: PopulationModel, config: TrainConfig):
+        super().__init__(model, config)
+        self.views = {width: view for width in model.choices["width"]
+                      if (view := WidthView(model, width)).saving >= config.width_view_min_saving}
 
     def _apply(self, width, params, genome, tokens, dropout_key=None) -> jax.Array:
         """Float32 logits at `width`, computed in the configured dtype from the float32 stored weights."""
@@ -251,13 +199,17 @@ class MemberSteps(Steps):
             state, genome, key, member_active = args
             key_data, key_dropout = jax.random.split(key)
 
-            def step(state, step_index):
-                tokens, labels = self.batch(data, key_data, step_index)
-                loss, grads = self._member_loss_and_grads(state.params, genome, tokens, labels,
-                                                          jax.random.fold_in(key_dropout, step_index))
-                return self.update(state, genome, grads), loss
-
             def run(state):
+                if self.views:  # a width switch around each width's steps
+                    return self.model.at_width(genome, lambda width: self._steps_at_width(
+                        width, state, genome, data, key_data, key_dropout, steps))
+
+                def step(state, step_index):  # one step body, the width switch inside it: a smaller program
+                    tokens, labels = self.batch(data, key_data, step_index)
+                    loss, grads = self._member_loss_and_grads(state.params, genome, tokens, labels,
+                                                              jax.random.fold_in(key_dropout, step_index))
+                    return self.update(state, genome, grads), loss
+
                 return jax.lax.scan(step, state, steps)
 
             if active is None:
@@ -266,6 +218,30 @@ class MemberSteps(Steps):
 
         flags = jnp.ones(genomes.shape[:1], bool) if active is None else active
         return jax.lax.map(one, (states, genomes, jnp.broadcast_to(key, genomes.shape[:1]), flags))
+
+    def _steps_at_width(self, width, state: MemberState, genome, data: Split, key_data, key_dropout, steps):
+        """A member's steps on its state cut to its width (`WidthView`: what it does not use is neither read,
+        updated nor copied), written back after the last one."""
+        view, mirrors = self.views.get(width), self.optimizer_state.mirrors
+
+        def step(state: MemberState, step_index):
+            tokens, labels = self.batch(data, key_data, step_index)
+            key = jax.random.fold_in(key_dropout, step_index)
+
+            def member_loss(params):
+                logits = self.model.apply_at_width(width, self._compute(params), genome, tokens, tokens != 0, key,
+                                                   None if view is None else view.read)
+                return loss_fn(logits.astype(jnp.float32), labels)
+
+            loss, grads = jax.value_and_grad(member_loss)(state.params)
+            return self.update(state, genome, grads), loss
+
+        if view is None:
+            return jax.lax.scan(step, state, steps)
+        narrow = MemberState(*view.narrow_state(state.params, state.opt_state, mirrors, genome))
+        narrow, losses = jax.lax.scan(step, narrow, steps)
+        widened = view.widen_state(state.params, state.opt_state, narrow.params, narrow.opt_state, mirrors, genome)
+        return MemberState(*widened), losses
 
     def evaluate(self, states: MemberState, genomes, data: Split, routes=None):
         """Accuracy and mean loss of every member on a split, read in fixed-size batches."""

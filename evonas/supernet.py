@@ -153,8 +153,10 @@ class PopulationModel:
         branches = [functools.partial(fn, width) for width in self.choices["width"]]
         return jax.lax.switch(self._index(genome, "width"), branches)
 
-    def apply_at_width(self, width: int, stored, genome, tokens, mask, dropout_key=None) -> jax.Array:
-        """`apply` for a genome whose width is `width`."""
+    def apply_at_width(self, width: int, stored, genome, tokens, mask, dropout_key=None, read=None) -> jax.Array:
+        """`apply` for a genome whose width is `width`; `read(buffer, op, width, variant)` reads an op's parameters
+        from its slot buffer (default `self.read`; `evonas.width_view` passes its narrowed layout's)."""
+        read = self.read if read is None else read
         length = tokens.shape[1]
         x = jnp.take(stored["embed"]["embedding"][:, :width], tokens, axis=0)
         position_tables = {
@@ -174,7 +176,7 @@ class PopulationModel:
             key = None if dropout_key is None else jax.random.fold_in(dropout_key, index)
             skip = len(self.ops)  # the op switch's last branch: slots past the last block
             op_or_skip = jnp.where(index < num_blocks, op, skip)
-            return self._block(width, genome, slot_params, op_or_skip, activation, norm, key, x, mask), None
+            return self._block(width, genome, slot_params, op_or_skip, activation, norm, key, x, mask, read), None
 
         slots = (stored["blocks"], per_slot["op"], per_slot["activation"], per_slot["norm"], jnp.arange(self.num_slots))
         x, _ = jax.lax.scan(run_slot, x, slots)
@@ -187,7 +189,7 @@ class PopulationModel:
         head = take(stored["head"], module_param_shapes("head", width, num_classes=self.num_classes))
         return Dense(self.num_classes).apply({"params": head}, pooled)
 
-    def _block(self, width, genome, slot_params, op_or_skip, activation, norm, key, x, mask):
+    def _block(self, width, genome, slot_params, op_or_skip, activation, norm, key, x, mask, read):
         activations = [ACTIVATION_FNS[a] for a in self.choices["block0_activation"]]
 
         def activation_fn(z):
@@ -206,7 +208,7 @@ class PopulationModel:
 
             def op_output(variant, buffer, h):
                 module = make_op(op_name, width, variant, activation_fn)
-                return module.apply({"params": self.read(buffer, op_name, width, variant)}, h, mask)
+                return module.apply({"params": read(buffer, op_name, width, variant)}, h, mask)
 
             # The dropout mask is drawn outside the recomputed op: drawing it costs about as much as a small op.
             family = family_name(op_name)
@@ -247,7 +249,7 @@ class PopulationModel:
         def cut(path, shape):
             tree, inner_path = self._stored_tree(arch, stored, tuple(k.key for k in path))
             leaf = functools.reduce(lambda subtree, name: subtree[name], inner_path, tree)
-            return _leading_slice(leaf, shape.shape)
+            return leading_slice(leaf, shape.shape)
 
         return jax.tree_util.tree_map_with_path(cut, shapes)
 
@@ -259,7 +261,7 @@ def apply_norm(name: str, width: int, stored: Params | None, h: jax.Array) -> ja
     if module is None:
         return h
     shapes = module_param_shapes(name, width)
-    return module.apply({"params": {k: _leading_slice(stored[k], v.shape) for k, v in shapes.items()}}, h)
+    return module.apply({"params": {k: leading_slice(stored[k], v.shape) for k, v in shapes.items()}}, h)
 
 
 def checkpointed_switch(index: jax.Array, branches: list[Callable], *operands):
@@ -269,13 +271,13 @@ def checkpointed_switch(index: jax.Array, branches: list[Callable], *operands):
     return jax.lax.switch(index, [jax.checkpoint(branch) for branch in branches], *operands)
 
 
-def _leading_slice(stored: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+def leading_slice(stored: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     return stored[tuple(slice(0, d) for d in shape)]
 
 
 def take(stored: Params, shapes: Params) -> Params:
     """The leading corner of every stored array, cut to the exact shapes of `shapes`."""
-    return jax.tree.map(lambda a, s: _leading_slice(a, s.shape), stored, shapes)
+    return jax.tree.map(lambda a, s: leading_slice(a, s.shape), stored, shapes)
 
 
 def _fan_in(name: str, shape: tuple[int, ...]) -> int:

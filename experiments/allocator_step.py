@@ -22,8 +22,9 @@ from bench_population import CLIP_NORM, MID_SPACE, BenchConfig, distinct_genomes
 
 import evonas
 from evonas.data import listops_task
-from evonas.member import Split, TrainConfig, make_optimizer
+from evonas.member import Split, TrainConfig
 from evonas.models import Architecture, BlockConfig, TextClassifier
+from evonas.optimizers import make_optimizer
 from evonas.population import Population
 from evonas.supernet import PopulationModel
 

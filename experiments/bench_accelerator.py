@@ -55,8 +55,9 @@ from bench_methods import (
 )
 
 from evonas.data import listops_task
-from evonas.member import Split, make_optimizer
+from evonas.member import Split
 from evonas.models import Architecture, TextClassifier, forward_flops
+from evonas.optimizers import make_optimizer
 
 SEARCH_TASK = {"max_length": 64, "max_depth": 3, "max_args": 4}  # listops_task's defaults: the benchmark's data
 

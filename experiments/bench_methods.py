@@ -27,8 +27,9 @@ from peak_memory import peak_rss_bytes
 
 import evonas  # sets the allocator (evonas.allocator) before JAX allocates
 from evonas.allocator import GLIBC_ENVIRONMENT
-from evonas.member import Split, TrainConfig, loss_fn, make_optimizer
+from evonas.member import Split, TrainConfig, loss_fn
 from evonas.models import Architecture, TextClassifier, count_params
+from evonas.optimizers import make_optimizer
 from evonas.population import Population
 from evonas.space import Gene, SearchSpace, text_classifier_space
 from evonas.supernet import PopulationModel

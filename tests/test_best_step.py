@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from evonas.data import listops_task
-from evonas.member import TrainConfig, lr_schedule, make_optimizer
+from evonas.member import TrainConfig
+from evonas.optimizers import lr_schedule, make_optimizer
 from evonas.population import Population, keep_best
 from evonas.space import text_classifier_space
 from evonas.supernet import PopulationModel
