@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from evonas.models import Architecture, TextClassifier, count_params, forward_flops
+from evonas.models import Architecture, TextClassifier, forward_flops, param_count
 from evonas.supernet import PopulationModel
 
 LATENCY_WARMUP = 3  # untimed calls after the compile: caches, thread pools and allocations settle
@@ -25,7 +25,7 @@ LATENCY_REPEATS = 21  # timed calls; the median of an odd count is one of them
 
 def child_costs(model: PopulationModel, arch: Architecture, latency_batch_sizes: dict[str, int]) -> dict[str, float]:
     """`params`, `flops` (one sequence of `model.max_length` tokens) and the latencies asked for, by metric name."""
-    costs = {"params": count_params(model.standalone_shapes(arch)),
+    costs = {"params": param_count(arch, model.vocab_size, model.max_length, model.num_classes),
              "flops": forward_flops(arch, model.max_length, model.num_classes)}
     for name, batch_size in latency_batch_sizes.items():
         costs[name] = latency_ms(model.standalone(arch), batch_size)

@@ -9,7 +9,7 @@ from helpers import diverse_genomes
 from evonas.data import listops_task
 from evonas.layers import dropout, matmul
 from evonas.member import TrainConfig, loss_fn
-from evonas.models import Architecture, TextClassifier, count_params, forward_flops
+from evonas.models import Architecture, TextClassifier, count_params, forward_flops, param_count
 from evonas.ops import OPS, make_op
 from evonas.population import Population
 from evonas.space import Gene, SearchSpace, text_classifier_space
@@ -126,6 +126,14 @@ def test_standalone_model_has_exact_size_and_counts_flops():
     attention, conv = 64 * 192 + 192 + 64 * 64 + 64, 5 * 64 * 64 + 64
     assert count_params(params) == embed + position + norms + head + attention + conv
     assert forward_flops(arch, 32, 10) == (8 * 32 * 64 * 64 + 4 * 32 * 32 * 64) + 2 * 32 * 5 * 64 * 64 + 2 * 64 * 10
+
+
+def test_param_count_is_what_the_standalone_model_holds():
+    space = text_classifier_space(max_blocks=3, ops=OPS)
+    model = PopulationModel(space, vocab_size=13, max_length=9, num_classes=4)
+    for genome in np.asarray(diverse_genomes(space, 3 * len(OPS), jax.random.key(2))):
+        arch = Architecture.from_genome(space, genome)
+        assert param_count(arch, 13, 9, 4) == count_params(model.standalone_shapes(arch)), arch
 
 
 def numpy_gru(params, x):
