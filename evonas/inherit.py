@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from evonas.layers import Params
-from evonas.models import Architecture, count_params
+from evonas.models import Architecture, count_params, part_sizes
 from evonas.ops import IDENTITY
 from evonas.space import SearchSpace
 
@@ -139,6 +139,7 @@ def plan(model, space: SearchSpace, store: dict[str, Any], children: np.ndarray,
             arch, Architecture.from_genome(space, store["genomes"][row]))
         starts.append(row if row is not None else 0)
         masks.append(stored_mask(model.stored_shapes, arch, matched, model.num_slots))
-        shares.append(inherited_share(model.standalone_shapes(arch), matched) if matched else 0.0)
+        sizes = part_sizes(arch, model.vocab_size, model.max_length, model.num_classes)
+        shares.append(sum(sizes[part] for part in matched) / sum(sizes.values()))
     params = jax.tree.map(lambda a: a[np.asarray(starts, int)], store["params"])
     return params, jax.tree.map(lambda *m: np.stack(m), *masks), np.asarray(shares)

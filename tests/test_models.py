@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from helpers import diverse_genomes
 
+from evonas import inherit
 from evonas.data import listops_task
 from evonas.layers import dropout, matmul
 from evonas.member import TrainConfig, loss_fn
-from evonas.models import Architecture, TextClassifier, count_params, forward_flops, param_count
+from evonas.models import Architecture, TextClassifier, count_params, forward_flops, param_count, part_sizes
 from evonas.ops import OPS, make_op
 from evonas.population import Population
 from evonas.space import Gene, SearchSpace, text_classifier_space
@@ -134,6 +135,7 @@ def test_param_count_is_what_the_standalone_model_holds():
     for genome in np.asarray(diverse_genomes(space, 3 * len(OPS), jax.random.key(2))):
         arch = Architecture.from_genome(space, genome)
         assert param_count(arch, 13, 9, 4) == count_params(model.standalone_shapes(arch)), arch
+        assert part_sizes(arch, 13, 9, 4).keys() == inherit.parts(arch).keys(), arch
 
 
 def numpy_gru(params, x):
