@@ -39,7 +39,6 @@ class MemberState:
 
 
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
-
 FORMS = ("auto", "member", "grouped")
 
 
@@ -169,19 +168,30 @@ class MemberSteps(Steps):
         self.views = {width: view for width in model.choices["width"]
                       if (view := WidthView(model, width)).saving >= config.width_view_min_saving}
 
-    def _apply(self, width, params, genome, tokens, dropout_key=None) -> jax.Array:
-        """Float32 logits at `width`, computed in the configured dtype from the float32 stored weights."""
-        logits = self.model.apply_at_width(width, self._compute(params), genome, tokens, tokens != 0, dropout_key)
+    def _apply(self, width, params, genome, tokens, dropout_key=None, read=None) -> jax.Array:
+        """Float32 logits at `width`, computed in the configured dtype from the float32 stored weights (or, with
+        `read`, from a member's state cut to its width: `WidthView.read`)."""
+        logits = self.model.apply_at_width(width, self._compute(params), genome, tokens, tokens != 0, dropout_key,
+                                           read)
         return logits.astype(jnp.float32)
 
-    def _member_loss_and_grads(self, params, genome, tokens, labels, dropout_key):
+    def _member_loss_and_grads(self, params, genome, tokens, labels, dropout_key, width=None, read=None):
+        """Loss and gradients of one member: through the width switch, or at a known `width` (with `read`)."""
         def at_width(width):
             def member_loss(params):
-                return loss_fn(self._apply(width, params, genome, tokens, dropout_key), labels)
+                return loss_fn(self._apply(width, params, genome, tokens, dropout_key, read), labels)
 
             return jax.value_and_grad(member_loss)(params)
 
-        return self.model.at_width(genome, at_width)
+        return self.model.at_width(genome, at_width) if width is None else at_width(width)
+
+    def _step(self, state: MemberState, step_index, genome, data: Split, key_data, key_dropout, width=None,
+              read=None):
+        """One train step of one member (`_member_loss_and_grads`' width and read)."""
+        tokens, labels = self.batch(data, key_data, step_index)
+        loss, grads = self._member_loss_and_grads(state.params, genome, tokens, labels,
+                                                  jax.random.fold_in(key_dropout, step_index), width, read)
+        return self.update(state, genome, grads), loss
 
     def loss_and_grads(self, params, genomes, tokens, labels, dropout_key, routes=None):
         """Every member's loss and gradients on one shared batch (what `train` steps with)."""
@@ -200,17 +210,12 @@ class MemberSteps(Steps):
             key_data, key_dropout = jax.random.split(key)
 
             def run(state):
+                step = functools.partial(self._step, genome=genome, data=data, key_data=key_data,
+                                         key_dropout=key_dropout)
                 if self.views:  # a width switch around each width's steps
-                    return self.model.at_width(genome, lambda width: self._steps_at_width(
-                        width, state, genome, data, key_data, key_dropout, steps))
-
-                def step(state, step_index):  # one step body, the width switch inside it: a smaller program
-                    tokens, labels = self.batch(data, key_data, step_index)
-                    loss, grads = self._member_loss_and_grads(state.params, genome, tokens, labels,
-                                                              jax.random.fold_in(key_dropout, step_index))
-                    return self.update(state, genome, grads), loss
-
-                return jax.lax.scan(step, state, steps)
+                    return self.model.at_width(genome, lambda width: self._steps_at_width(width, state, genome,
+                                                                                          step, steps))
+                return jax.lax.scan(step, state, steps)  # one step body, the width switch inside: a smaller program
 
             if active is None:
                 return run(state)
@@ -219,27 +224,14 @@ class MemberSteps(Steps):
         flags = jnp.ones(genomes.shape[:1], bool) if active is None else active
         return jax.lax.map(one, (states, genomes, jnp.broadcast_to(key, genomes.shape[:1]), flags))
 
-    def _steps_at_width(self, width, state: MemberState, genome, data: Split, key_data, key_dropout, steps):
-        """A member's steps on its state cut to its width (`WidthView`: what it does not use is neither read,
-        updated nor copied), written back after the last one."""
+    def _steps_at_width(self, width, state: MemberState, genome, step, steps):
+        """A member's `step`s at `width`, on its state cut to its width where it has a `WidthView` (what it does not
+        use is neither read, updated nor copied), written back after the last one."""
         view, mirrors = self.views.get(width), self.optimizer_state.mirrors
-
-        def step(state: MemberState, step_index):
-            tokens, labels = self.batch(data, key_data, step_index)
-            key = jax.random.fold_in(key_dropout, step_index)
-
-            def member_loss(params):
-                logits = self.model.apply_at_width(width, self._compute(params), genome, tokens, tokens != 0, key,
-                                                   None if view is None else view.read)
-                return loss_fn(logits.astype(jnp.float32), labels)
-
-            loss, grads = jax.value_and_grad(member_loss)(state.params)
-            return self.update(state, genome, grads), loss
-
         if view is None:
-            return jax.lax.scan(step, state, steps)
+            return jax.lax.scan(functools.partial(step, width=width), state, steps)
         narrow = MemberState(*view.narrow_state(state.params, state.opt_state, mirrors, genome))
-        narrow, losses = jax.lax.scan(step, narrow, steps)
+        narrow, losses = jax.lax.scan(functools.partial(step, width=width, read=view.read), narrow, steps)
         widened = view.widen_state(state.params, state.opt_state, narrow.params, narrow.opt_state, mirrors, genome)
         return MemberState(*widened), losses
 

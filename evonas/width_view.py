@@ -35,7 +35,8 @@ class WidthView:
         # A narrowed slot holds its family's largest op and variant at `width`, packed; every other op and
         # variant of the family at `width` reads a leading corner of it, as the stored layout does at the
         # largest width.
-        self.family_shapes = {f: module_param_shapes(*_at(model.largest[f], width)) for f in model.families}
+        self.family_shapes = {f: module_param_shapes(op, width, variant)
+                              for f, (op, variant) in model.largest.items()}
         for f in model.families:
             for op in model.family_ops(f):
                 for v in model.variants(f):
@@ -96,8 +97,7 @@ class WidthView:
 
     def _widen_op(self, family, stored, narrow):  # stored [k, B], narrow [k, slot_size] -> [k, B]
         def one(buffer, compact):
-            written = jax.tree.map(lambda full, part: full.at[tuple(slice(0, d) for d in part.shape)].set(part),
-                                   self.model.unpack(family, buffer), self._unpack(family, compact))
+            written = jax.tree.map(_set_corner, self.model.unpack(family, buffer), self._unpack(family, compact))
             flat = jnp.concatenate([leaf.ravel() for leaf in jax.tree.leaves(written)])
             return buffer.at[:flat.size].set(flat)
 
@@ -118,8 +118,7 @@ class WidthView:
 
     def widen(self, stored: list[list[jax.Array]], narrow: list[list[jax.Array]], genome: jax.Array):
         """`narrow`'s values written back into the stored leaves (the inverse of `narrow` on what a member uses)."""
-        out = [fulls if i == self.op_leaf else
-               [full.at[tuple(slice(0, d) for d in self.shapes[i])].set(part) for full, part in zip(fulls, parts)]
+        out = [fulls if i == self.op_leaf else [_set_corner(full, part) for full, part in zip(fulls, parts)]
                for i, (fulls, parts) in enumerate(zip(stored, narrow))]
         ops = jnp.stack(stored[self.op_leaf], axis=1)
         compact = jnp.stack(narrow[self.op_leaf], axis=1)
@@ -153,9 +152,9 @@ class WidthView:
         return self._ungroup(widened, narrow_opt_state, mirrors)  # leaves mirroring none (counts): the narrowed
 
 
-def _at(largest: tuple, width: int) -> tuple:
-    op, variant = largest
-    return op, width, variant
+def _set_corner(full: jax.Array, part: jax.Array) -> jax.Array:
+    """`full` with its leading corner of `part`'s shape replaced by `part` (`leading_slice`'s write)."""
+    return full.at[tuple(slice(0, d) for d in part.shape)].set(part)
 
 
 def _check_corner(shapes: Params, largest: Params, what: str) -> None:
